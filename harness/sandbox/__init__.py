@@ -1,0 +1,78 @@
+"""Sandboxed execution: every backend turns a Job into an Outcome.
+
+The pipeline only ever sees `Job -> Outcome`; backends live in
+`harness.sandbox.docker_backend` and `harness.sandbox.process_backend`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+STATUSES = ("ok", "error", "timeout", "oom", "infra")
+OUTCOME_KEYS = ("status", "exit_code", "duration", "stdout", "stderr", "truncated",
+                "timed_out", "oom_killed", "backend", "image")
+
+
+class SandboxUnavailable(RuntimeError):
+    """The requested backend cannot run here (no daemon, no image, ...). One-line message."""
+
+
+@dataclass
+class Limits:
+    timeout: float = 1800.0      # seconds of wall time per job (upstream's value)
+    memory: str = "2g"           # memory limit; swap equal to it (no extra swap)
+    cpus: float = 1.0
+    pids: int = 256
+    fsize: str = "64m"           # largest file a job may write
+    tmpfs: str = "256m"          # scratch space at /tmp
+    output: int = 1 << 20        # bytes kept per stream (head + tail)
+
+
+@dataclass
+class Job:
+    code: str                                  # program text, executed as __main__
+    tests: Optional[list[str]] = None          # SciCode test snippets; None = plain script
+    targets: Optional[list[Any]] = None        # harness.codec-encoded values, one per test
+    record: bool = False                       # collect values passed to __scicode_record__
+    limits: Limits = field(default_factory=Limits)
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+@dataclass
+class Outcome:
+    status: str                  # ok | error | timeout | oom | infra
+    exit_code: Optional[int]
+    duration: float
+    stdout: str
+    stderr: str
+    truncated: bool
+    timed_out: bool
+    oom_killed: bool
+    backend: str
+    image: Optional[str]
+    report: Optional[dict] = None   # the runner's report (tests mode), not part of to_dict()
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: d[k] for k in OUTCOME_KEYS}
+
+
+class Backend:
+    """Runs jobs; thread-safe `run`; `close` removes everything it started."""
+
+    name = "base"
+    image: Optional[str] = None
+
+    def run(self, job: Job) -> Outcome:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
