@@ -1,0 +1,1 @@
+"""NeMo Evaluator framework package for scicode-harness (sandboxed SciCode)."""

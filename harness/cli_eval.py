@@ -1,0 +1,89 @@
+"""`scicode_eval`: every flag of NVIDIA's command (same meaning) plus ours."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _positive_int(v: str) -> int:
+    i = int(v)
+    if i < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return i
+
+
+def _positive_float(v: str) -> float:
+    f = float(v)
+    if f <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return f
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scicode_eval",
+                                description="SciCode evaluation with every candidate in a hardened sandbox.")
+    a = p.add_argument
+    # NVIDIA's flags
+    a("--model", required=True, help="model name sent in each request")
+    a("--url", required=True, help="full chat-completions URL (used exactly as given)")
+    a("--output-dir", type=Path, default=Path("eval_results"))
+    a("--log-dir", type=Path, default=None, help="run logs (default: OUTPUT_DIR/logs)")
+    a("--with-background", action="store_true", help="include scientist background in prompts")
+    a("--temperature", type=float, default=0.0)
+    a("--limit-samples", type=_positive_int, default=None, help="use only the first N problems")
+    a("--n-samples", type=_positive_int, default=1, help="independent chains per problem")
+    a("--extra-params", default="", help="k=v,... : top_p, timeout, max_tokens, max_retries, "
+      "include_system_prompt; other keys go into the request body")
+    a("--include-dev", action="store_true", help="include dev problems (same as --split all)")
+    a("--eval-threads", type=_positive_int, default=None, help="sandbox workers (default: CPU count)")
+    a("--concurrent-requests", type=_positive_int, default=1, help="requests in flight")
+    a("--regex-path", default=None, help="regex file for code extraction (path or packaged name)")
+    a("--prompt-template-type", default=None, help="template file name (e.g. background_comment_template.txt)")
+    # ours
+    a("--split", choices=["test", "dev", "all"], default=None, help="default: test (all with --include-dev)")
+    a("--test-data", type=Path, default=None, help="test_data.h5 (else $SCICODE_TEST_DATA, else the cache)")
+    a("--sandbox", choices=["auto", "docker", "process"], default="auto")
+    a("--sandbox-image", default=None, help="sandbox image; overrides the pinned one on purpose")
+    a("--sandbox-timeout", type=_positive_float, default=1800.0, help="seconds per candidate")
+    a("--sandbox-memory", default="2g")
+    a("--sandbox-cpus", type=_positive_float, default=1.0)
+    a("--junit-xml", type=Path, default=None)
+    a("--fail-under", default=None, help="steps=X[,problems=Y]: exit 3 when a score is below")
+    a("--prefill", choices=["verbatim", "extract"], default="verbatim",
+      help="code for the never-asked steps 13.6/62.1/76.3: whole file, or upstream's extraction")
+    a("--problems", type=Path, default=None,
+      help="problems JSONL in SciCode's format (your own problems) instead of --split")
+    a("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def parse_fail_under(s: str | None) -> dict[str, float]:
+    if not s:
+        return {}
+    out = {}
+    for part in s.split(","):
+        key, _, val = part.partition("=")
+        key = key.strip()
+        if key not in ("steps", "problems") or not val:
+            raise ValueError(f"--fail-under: expected steps=X[,problems=Y], got {s!r}")
+        out[key] = float(val)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from harness.pipeline import UserError, run
+    try:
+        code = run(args)
+    except UserError as e:
+        print(f"scicode_eval: error: {e}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("scicode_eval: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
