@@ -1,0 +1,90 @@
+"""Unit tests for prompts, assembly verdicts and scoring (no Docker, no network)."""
+from harness import assemble, prompts, score
+from harness.sandbox import Outcome
+
+PROBLEM = {
+    "problem_id": "900", "required_dependencies": "import numpy as np",
+    "sub_steps": [
+        {"step_number": "900.1", "step_description_prompt": "Add.", "step_background": "BG1",
+         "function_header": "def add(a, b):\n    '''add'''", "return_line": "    return c",
+         "test_cases": ["assert add(1, 2) == target"]},
+        {"step_number": "900.2", "step_description_prompt": "Twice.", "step_background": "BG2",
+         "function_header": "def twice(a):\n    '''twice'''", "return_line": "    return d",
+         "test_cases": ["assert np.allclose(twice(2), target)", "assert twice(0) == target"]},
+    ],
+}
+TEMPLATE = "STEPS:\n{problem_steps_str}\nNEXT STEP:\n{next_step_str}\nDEPS:\n{dependencies}\n"
+
+
+def test_prompt_contains_chain_code_and_background():
+    p = prompts.build_prompt(PROBLEM, 1, ["def add(a, b):\n    return a + b"], TEMPLATE, True)
+    assert "Add.\nBG1" in p and "def add(a, b):\n    return a + b" in p
+    assert "Twice.\nBG2" in p and "def twice(a):" in p and "return d" in p
+    assert "------" not in p  # the last separator is dropped
+    p0 = prompts.build_prompt(PROBLEM, 0, [], TEMPLATE, False)
+    assert "BG1" not in p0 and p0.startswith("STEPS:\n\nNEXT STEP:\nAdd.")
+
+
+def test_extract_code_rules():
+    r = "text\n```python\nimport numpy as np\ndef f():\n    return 1\n```\nmore ```python\nx=2\n```"
+    assert prompts.extract_code(r).strip() == "def f():\n    return 1"
+    assert prompts.extract_code("```\ny = 3\n```").strip() == "y = 3"
+    assert prompts.extract_code("z = 4").strip() == "z = 4"
+    assert prompts.extract_code(None) == ""
+    aa = r"(?<=```python\n)((?:\n|.)+?)(?=\n```)"
+    assert prompts.extract_code(r, aa).strip() == "def f():\n    return 1"
+    assert prompts.extract_code("no code", aa) == ""
+
+
+def test_prefill_modes_keep_or_truncate_classes():
+    text = "class A:\n    def __init__(self):\n        self.x = 1\n\nclass B(A):\n    pass\n"
+    step = {"function_header": "class A:\n    def __init__(self):\n        '''init'''"}
+    assert prompts.prefill(step, text, "verbatim") == text
+    cut = prompts.prefill(step, text, "extract")   # upstream's bug A: only __init__ survives
+    assert cut.startswith("def __init__") and "class B" not in cut
+
+
+def _out(status="ok", report=None, stderr=""):
+    return Outcome(status, 0 if status == "ok" else 1, 0.1, "", stderr, False, status == "timeout",
+                   status == "oom", "process", None, report)
+
+
+def test_verdicts():
+    ok = {"completed": True, "import_error": None, "tests": [{"status": "pass"}, {"status": "pass"}]}
+    assert assemble.verdict(_out("ok", ok))[0] == "pass"
+    bad = {"completed": True, "import_error": None, "tests": [{"status": "pass"}, {"status": "fail"}]}
+    assert assemble.verdict(_out("error", bad))[0] == "fail"
+    assert assemble.verdict(_out("error", {"completed": False, "import_error": "SystemExit: 0",
+                                           "tests": []}))[0] == "error"
+    assert assemble.verdict(_out("ok", None))[0] == "error"          # os._exit(0): no report
+    assert assemble.verdict(_out("ok", {"completed": True, "tests": []}))[0] == "error"
+    assert assemble.verdict(_out("timeout"))[0] == "timeout"
+    assert assemble.verdict(_out("oom"))[0] == "oom"
+
+
+def test_program_order():
+    code = assemble.program("import numpy as np", ["def a(): pass"], "def b(): pass")
+    assert code.index("import numpy") < code.index("def a") < code.index("def b")
+
+
+SKIP_PROBLEM = {"problem_id": "13", "sub_steps": [
+    {"step_number": f"13.{i}", "test_cases": [] if i == 2 else ["t"]} for i in (1, 2, 3)]}
+
+
+def test_score_denominators_and_chains():
+    probs = [PROBLEM, SKIP_PROBLEM]
+    assert [score.scored_steps(p) for p in probs] == [["900.1", "900.2"], ["13.1", "13.3"]]
+    perfect = {(s, sid): "pass" for s in range(2) for sid in ("900.1", "900.2", "13.1", "13.3")}
+    sc = score.score(probs, perfect, 2)
+    assert (sc.steps, sc.problems, sc.scored_steps) == (1.0, 1.0, 4)
+    # NVIDIA 26.3 on a perfect model: the skipped 13.2 scores 0 and 13.3 is never looked at
+    assert sc.nvidia["steps_pass@1"] == 3 / 4 and sc.nvidia["problems_pass@1"] == 0.5
+    # sample 0 passes everything, sample 1 fails one step of 900: problems 0.5*(1)+0.5*(1/2)
+    v = dict(perfect)
+    v[(1, "900.2")] = "fail"
+    sc = score.score(probs, v, 2)
+    assert sc.problems == 0.75 and sc.steps == (1 + 3 / 4) / 2
+    assert sc.counts["fail"] == 1 and sc.counts["pass"] == 7
+    # a missing verdict is a generation error, counted as such
+    sc = score.score(probs, {}, 1)
+    assert sc.counts["gen_error"] == 4 and sc.steps == 0.0
