@@ -11,3 +11,8 @@ def cache_dir() -> Path:
         return Path(os.environ[ENV_CACHE]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "scicode-harness"
+
+
+def targets_path(split: str = "dev") -> Path:
+    """Where `scicode-harness targets build` keeps regenerated targets by default."""
+    return cache_dir() / "targets" / f"{split}.h5"

@@ -66,8 +66,8 @@ def resolve_test_data(args, split: str) -> Path:
     if args.test_data is not None and (path is None or not Path(path).is_file()):
         raise UserError(f"test data not found: {args.test_data}")
     if path is None and split == "dev":
-        from harness import targets
-        own = targets.default_path("dev")
+        from harness.paths import targets_path
+        own = targets_path("dev")
         path = own if own.is_file() else None
     if path is None:
         hint = ("; for the dev split you can also build targets: scicode-harness targets build --split dev"
