@@ -1,0 +1,68 @@
+"""`scicode-harness doctor`: what is ready and what is missing, one line each."""
+from __future__ import annotations
+
+import platform
+import typer
+
+
+def _check(name: str, fn) -> bool:
+    try:
+        detail = fn()
+        typer.echo(f"ok    {name}: {detail}")
+        return True
+    except Exception as e:  # noqa: BLE001 - doctor reports every failure as one line
+        typer.echo(f"FAIL  {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        return False
+
+
+def doctor():
+    """Check Python, nemo-evaluator, the Docker engine, the sandbox image, data and targets."""
+    from importlib.metadata import version
+
+    def ne():
+        v = version("nemo-evaluator")
+        if not v.startswith("0.2."):
+            raise RuntimeError(f"nemo-evaluator {v} found; this plugin needs >=0.2.8,<0.3")
+        return v
+
+    def engine():
+        import docker
+        c = docker.from_env()
+        info = c.version()
+        return f"{info.get('Version')} (API {info.get('ApiVersion')})"
+
+    def img():
+        import docker
+        from harness import image
+        found = image.find_image(docker.from_env())
+        if found is None:
+            raise RuntimeError("not built: run `scicode-harness image build`")
+        return f"{found.tags[0] if found.tags else found.id[:19]} (lock {image.lock_digest()[:12]})"
+
+    def data():
+        from harness import dataset
+        bad = [n for n, ok in dataset.verify() if not ok]
+        if bad:
+            raise RuntimeError(f"failed verification: {', '.join(bad)}; run `scicode-harness data pull --force`")
+        return str(dataset.data_dir())
+
+    def test_data():
+        from harness import testdata
+        p = testdata.resolve_test_data(None)
+        if p is None:
+            raise RuntimeError("test_data.h5 not found (needed for the test split): "
+                               "`scicode-harness data pull-test-data` or --test-data PATH")
+        return str(p)
+
+    def dev_targets():
+        from harness.paths import targets_path
+        p = targets_path("dev")
+        if not p.is_file():
+            raise RuntimeError("not built: `scicode-harness targets build --split dev` (make run does it)")
+        return str(p)
+
+    results = [_check("python", lambda: platform.python_version()), _check("nemo-evaluator", ne),
+               _check("docker engine", engine), _check("sandbox image", img), _check("dataset", data),
+               _check("test data", test_data), _check("dev targets", dev_targets)]
+    if not all(results[:5]):
+        raise typer.Exit(1)
