@@ -33,7 +33,7 @@ bench: setup
 	$(PY) bench/run_all.py
 
 container: setup
-	$(SH) image build-harness
+	$(PY) -m harness.container
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,152 @@
+"""End to end: nemo-evaluator run_eval -> scicode_eval -> fake endpoint with faults -> real
+sandbox -> results.yml, on a small problem set this test writes itself. Scores are exact."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from fake_endpoint import FakeEndpoint
+
+BIN = Path(sys.executable).parent
+
+PROBLEMS = [
+    {"problem_id": "901", "problem_name": "adder", "required_dependencies": "import numpy as np",
+     "sub_steps": [
+         {"step_number": "901.1", "step_description_prompt": "Write add.", "step_background": "Addition.",
+          "function_header": "def add(a, b):\n    '''Sum of a and b.'''", "return_line": "    return c",
+          "test_cases": ["assert add(1, 2) == target", "assert np.allclose(add(np.arange(3), 1), target)"],
+          "gold": "def add(a, b):\n    c = a + b\n    return c"},
+         {"step_number": "901.2", "step_description_prompt": "Write twice using add.",
+          "step_background": "Doubling.",
+          "function_header": "def twice(a):\n    '''Twice a.'''", "return_line": "    return d",
+          "test_cases": ["assert np.allclose(twice(np.array([1.5, 2.0])), target)"],
+          "gold": "def twice(a):\n    d = add(a, a)\n    return d"},
+     ]},
+    {"problem_id": "902", "problem_name": "pairs", "required_dependencies": "import numpy as np",
+     "sub_steps": [
+         {"step_number": "902.1", "step_description_prompt": "Write pair.", "step_background": "",
+          "function_header": "def pair(x):\n    '''(x, x squared).'''", "return_line": "    return (x, y)",
+          "test_cases": ["from scicode.compare.cmp import cmp_tuple_or_list\n"
+                         "assert cmp_tuple_or_list(pair(3), target)"],
+          "gold": "def pair(x):\n    y = x ** 2\n    return (x, y)"},
+     ]},
+]
+TARGETS = {"901.1": [3, np.array([1, 2, 3])], "901.2": [np.array([3.0, 4.0])], "902.1": [(3, 9)]}
+GOLD = {s["function_header"].split("(")[0]: s["gold"] for p in PROBLEMS for s in p["sub_steps"]}
+
+
+def answer(prompt, body):
+    """Gold code for the step after NEXT STEP; sample (seed) 1 gets a wrong `twice`."""
+    nxt = prompt.split("NEXT STEP", 1)[1]
+    for header, code in GOLD.items():
+        if header in nxt:
+            if header == "def twice" and body.get("seed") == 1:
+                code = code.replace("add(a, a)", "add(a, a) + 1")
+            return f"Here you go.\n```python\nimport numpy as np\n{code}\n```\n"
+    return "I do not know."
+
+
+@pytest.fixture()
+def problem_set(tmp_path):
+    from harness import h5targets
+    pfile = tmp_path / "problems.jsonl"
+    pfile.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    tfile = tmp_path / "targets.h5"
+    h5targets.write_targets(tfile, TARGETS)
+    return pfile, tfile
+
+
+def run_eval(ep, out, pfile, tfile, *overrides, sandbox="docker"):
+    ov = ",".join([f"config.params.extra.problems={pfile}", f"config.params.extra.test_data={tfile}",
+                   f"config.params.extra.sandbox={sandbox}", "config.params.extra.n_samples=2",
+                   "config.params.parallelism=3", "config.params.max_retries=3", "config.params.extra.eval_threads=2",
+                   *overrides])
+    env = dict(os.environ, SCICODE_GEN_BACKOFF_BASE="0.05")
+    return subprocess.run([str(BIN / "nemo-evaluator"), "run_eval", "--eval_type", "scicode_background",
+                           "--model_id", "fake/model", "--model_type", "chat", "--model_url", ep.url,
+                           "--output_dir", str(out), "--overrides", ov],
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def metrics(out):
+    res = yaml.safe_load((out / "results.yml").read_text())["results"]
+    m = res["tasks"]["scicode"]["metrics"]
+    assert res["groups"]["scicode"]["metrics"] == m
+    return (m["steps_pass@1"]["scores"]["steps_pass@1"]["value"],
+            m["problems_pass@1"]["scores"]["problems_pass@1"]["value"])
+
+
+@pytest.mark.docker
+def test_run_eval_with_faults_scores_exactly(problem_set, tmp_path, sandbox_image):
+    pfile, tfile = problem_set
+    faults = {1: "429:0.1", 2: "500", 3: "broken_json", 5: "slow:0.3"}
+    with FakeEndpoint(answer, faults=faults) as ep:
+        p = run_eval(ep, tmp_path / "out", pfile, tfile)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        seeds = {r["body"].get("seed") for r in ep.requests if r.get("body")}
+    # sample 0: 3/3 steps, 2/2 problems; sample 1: wrong twice -> 2/3 steps, 1/2 problems
+    steps, probs = metrics(tmp_path / "out")
+    assert steps == pytest.approx((1 + 2 / 3) / 2) and probs == pytest.approx(0.75)
+    assert seeds == {0, 1}
+    data = json.loads(next((tmp_path / "out" / "scicode_results").glob("*.json")).read_text())
+    assert data["counts"]["pass"] == 5 and data["counts"]["fail"] == 1 and data["scored_steps"] == 3
+    recs = [json.loads(x) for x in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == 6 and {r["backend"] for r in recs} == {"docker"}
+
+
+@pytest.mark.docker
+def test_resume_requests_nothing_twice(problem_set, tmp_path, sandbox_image):
+    pfile, tfile = problem_set
+    out = tmp_path / "out"
+    args = [str(BIN / "scicode_eval"), "--model", "m", "--output-dir", str(out), "--problems", str(pfile),
+            "--test-data", str(tfile), "--n-samples", "2", "--concurrent-requests", "1", "--quiet"]
+    slow = lambda n, prompt, body: "slow:1.0"  # noqa: E731
+    with FakeEndpoint(answer, faults=slow) as ep:
+        proc = subprocess.Popen(args + ["--url", ep.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        while ep.count < 3:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        first = ep.count
+    with FakeEndpoint(answer) as ep2:
+        p = subprocess.run(args + ["--url", ep2.url], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        second = ep2.count
+    # every step of every chain was requested exactly once over both runs (6 prompts)...
+    assert first + second <= 6 + 1  # +1: a request in flight at the interrupt may be repeated
+    with FakeEndpoint(answer) as ep3:
+        p = subprocess.run(args + ["--url", ep3.url], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0 and ep3.count == 0  # ...and a finished run requests nothing
+    data = json.loads(next((out / "scicode_results").glob("*.json")).read_text())
+    assert data["steps_pass@1"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_bad_input_fails_fast(problem_set, tmp_path):
+    pfile, tfile = problem_set
+    base = [str(BIN / "scicode_eval"), "--model", "m", "--output-dir", str(tmp_path / "o"),
+            "--problems", str(pfile), "--quiet"]
+    with FakeEndpoint(answer) as ep:
+        cases = [
+            (["--url", ep.url, "--test-data", str(tmp_path / "nope.h5")], "test data not found"),
+            (["--url", "http://127.0.0.1:9/v1/chat/completions", "--test-data", str(tfile)], ""),
+            (["--url", ep.url, "--test-data", str(tfile), "--sandbox", "bogus"], "invalid choice"),
+            (["--url", ep.url, "--test-data", str(tfile), "--fail-under", "steps"], "fail-under"),
+        ]
+        for extra, text in cases:
+            p = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
+            assert p.returncode != 0 and text in p.stderr, (extra, p.stderr)
+            assert len(p.stderr.strip().splitlines()) <= 3, p.stderr
+        p = subprocess.run(base + ["--url", ep.url, "--test-data", str(tfile)], capture_output=True, text=True,
+                           timeout=60, env=dict(os.environ, SCICODE_API_KEY_NAME="MY_KEY", API_KEY=""))
+        assert p.returncode != 0 and "MY_KEY" in p.stderr
+        assert ep.count == 0  # nothing was generated
