@@ -20,8 +20,13 @@ def _positive_float(v: str) -> float:
     return f
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the whole usage text
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scicode_eval",
+    p = _Parser(prog="scicode_eval",
                                 description="SciCode evaluation with every candidate in a hardened sandbox.")
     a = p.add_argument
     # NVIDIA's flags

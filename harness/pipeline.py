@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness import assemble, dataset, prompts, report, score
+from harness.store import make_key
 from harness.progress import Progress
 
 log = logging.getLogger("scicode_eval")
@@ -48,11 +47,6 @@ class Run:
     h5_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def content_key(**parts) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 # ---------------------------------------------------------------- validation
 def resolve_split(args) -> str:
     if args.split and args.include_dev and args.split != "all":
@@ -62,7 +56,10 @@ def resolve_split(args) -> str:
 
 def resolve_test_data(args, split: str) -> Path:
     from harness import testdata
-    path = testdata.resolve_test_data(args.test_data)
+    try:
+        path = testdata.resolve_test_data(args.test_data)
+    except testdata.TestDataError as e:
+        raise UserError(str(e)) from None
     if args.test_data is not None and (path is None or not Path(path).is_file()):
         raise UserError(f"test data not found: {args.test_data}")
     if path is None and split == "dev":
@@ -92,22 +89,17 @@ def check_test_data(path: Path, problems: list[dict]) -> None:
 
 def gen_config(args):
     from harness import generate
-    try:
-        extra = generate.parse_extra_params(args.extra_params or "")
-    except ValueError as e:
-        raise UserError(str(e)) from None
     key_name = os.environ.get("SCICODE_API_KEY_NAME")
     api_key = os.environ.get("API_KEY") or None
     if key_name and not api_key:
         raise UserError(f"the API key variable {key_name} named by the config is not set")
-    cfg = generate.GenConfig(url=args.url, model=args.model, temperature=args.temperature,
-                             api_key=api_key, concurrency=args.concurrent_requests)
-    for k, v in extra.items():
-        if k in ("top_p", "timeout", "max_tokens", "max_retries", "include_system_prompt"):
-            setattr(cfg, k, v)
-        else:
-            cfg.extra_body[k] = v
-    return cfg
+    backoff = float(os.environ.get("SCICODE_GEN_BACKOFF_BASE", "1.0"))
+    try:
+        return generate.GenConfig.from_params(
+            url=args.url, model=args.model, params=args.extra_params or "", temperature=args.temperature,
+            api_key=api_key, concurrency=args.concurrent_requests, backoff_base=backoff)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def prepare(args) -> Run:
@@ -133,9 +125,7 @@ def prepare(args) -> Run:
     limits = Limits(timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus)
     run = Run(args=args, problems=problems, split=split, test_data=test_data, gen_cfg=cfg,
               template=template, regex=regex, limits=limits, out=Path(args.output_dir))
-    run.sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
-                    "system": cfg.include_system_prompt, "extra": cfg.extra_body,
-                    "template": tname, "regex": regex, "prefill": args.prefill}
+    run.sampling = dict(cfg.sampling_params(), template=tname, regex=regex, prefill=args.prefill)
     return run
 
 
@@ -179,7 +169,7 @@ class Engine:
                 codes.append(prompts.prefill(step, dataset.prefilled_code(sid), run.args.prefill))
                 continue
             prompt = prompts.build_prompt(problem, idx, codes, run.template, run.args.with_background)
-            key = content_key(model=run.args.model, prompt=prompt, sample=sample, sampling=run.sampling)
+            key = make_key(model=run.args.model, prompt=prompt, sample=sample, sampling=run.sampling)
             rec = self.gens.get(key)
             if rec is None:
                 res = await self.client.complete(prompt, seed=sample)
@@ -222,7 +212,7 @@ class Engine:
         step = problem["sub_steps"][cand.index]
         targets = self._targets(cand.step_id, len(step["test_cases"]))
         job = assemble.build_job(cand, problem, targets, run.limits)
-        key = content_key(code=job.code, tests=job.tests, targets=job.targets,
+        key = make_key(code=job.code, tests=job.tests, targets=job.targets,
                           image=run.backend.image, backend=run.backend.name,
                           limits=[run.limits.timeout, run.limits.memory, run.limits.cpus])
         rec = self.verdicts.get(key)
