@@ -69,7 +69,7 @@ def run_eval(ep, out, pfile, tfile, *overrides, sandbox="docker"):
                    f"config.params.extra.sandbox={sandbox}", "config.params.extra.n_samples=2",
                    "config.params.parallelism=3", "config.params.max_retries=3", "config.params.extra.eval_threads=2",
                    *overrides])
-    env = dict(os.environ, SCICODE_GEN_BACKOFF_BASE="0.05")
+    env = dict(os.environ, SCICODE_GEN_BACKOFF_BASE="0.05", PATH=f"{BIN}:{os.environ['PATH']}")
     return subprocess.run([str(BIN / "nemo-evaluator"), "run_eval", "--eval_type", "scicode_background",
                            "--model_id", "fake/model", "--model_type", "chat", "--model_url", ep.url,
                            "--output_dir", str(out), "--overrides", ov],
@@ -87,11 +87,11 @@ def metrics(out):
 @pytest.mark.docker
 def test_run_eval_with_faults_scores_exactly(problem_set, tmp_path, sandbox_image):
     pfile, tfile = problem_set
-    faults = {1: "429:0.1", 2: "500", 3: "broken_json", 5: "slow:0.3"}
+    faults = {1: "429:0.1", 2: "500", 3: "reset", 5: "slow:0.3"}
     with FakeEndpoint(answer, faults=faults) as ep:
         p = run_eval(ep, tmp_path / "out", pfile, tfile)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-        seeds = {r["body"].get("seed") for r in ep.requests if r.get("body")}
+        seeds = {r.body.get("seed") for r in ep.requests if r.body}
     # sample 0: 3/3 steps, 2/2 problems; sample 1: wrong twice -> 2/3 steps, 1/2 problems
     steps, probs = metrics(tmp_path / "out")
     assert steps == pytest.approx((1 + 2 / 3) / 2) and probs == pytest.approx(0.75)
@@ -129,6 +129,25 @@ def test_resume_requests_nothing_twice(problem_set, tmp_path, sandbox_image):
         assert p.returncode == 0 and ep3.count == 0  # ...and a finished run requests nothing
     data = json.loads(next((out / "scicode_results").glob("*.json")).read_text())
     assert data["steps_pass@1"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+@pytest.mark.docker
+def test_direct_broken_json_retried_and_null_content_is_an_answer(problem_set, tmp_path, sandbox_image):
+    """Without the caching proxy in between, a malformed 200 is retried; `content: null`
+    is an empty answer (scored as a wrong answer, not as a generation error)."""
+    pfile, tfile = problem_set
+    out = tmp_path / "out"
+    nulls = lambda n, prompt, body: "broken_json" if n == 1 else ("null" if "Write pair." in prompt else None)  # noqa: E731
+    with FakeEndpoint(answer, faults=nulls) as ep:
+        p = subprocess.run([str(BIN / "scicode_eval"), "--model", "m", "--url", ep.url, "--output-dir", str(out),
+                            "--problems", str(pfile), "--test-data", str(tfile), "--quiet"],
+                           capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, SCICODE_GEN_BACKOFF_BASE="0.05"))
+        assert p.returncode == 0, p.stderr
+    data = json.loads(next((out / "scicode_results").glob("*.json")).read_text())
+    assert data["counts"]["pass"] == 2 and data["counts"]["gen_error"] == 0
+    assert data["counts"]["error"] + data["counts"]["fail"] == 1
+    assert data["steps_pass@1"] == pytest.approx(2 / 3) and data["problems_pass@1"] == pytest.approx(0.5)
 
 
 def test_bad_input_fails_fast(problem_set, tmp_path):

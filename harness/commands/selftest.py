@@ -58,8 +58,9 @@ def selftest(
            "--model_type", "chat", "--model_url", url, "--output_dir", str(output_dir),
            "--overrides", overrides]
     typer.echo("selftest: " + " ".join(cmd))
+    env = dict(os.environ, PATH=f"{ne.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     try:
-        proc = subprocess.run(cmd)
+        proc = subprocess.run(cmd, env=env)
     finally:
         server.shutdown()
     if proc.returncode != 0:
