@@ -51,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     a("--sandbox", choices=["auto", "docker", "process"], default="auto")
     a("--sandbox-image", default=None, help="sandbox image; overrides the pinned one on purpose")
     a("--sandbox-timeout", type=_positive_float, default=1800.0, help="seconds per candidate")
-    a("--sandbox-memory", default="2g")
+    a("--sandbox-memory", default="4g", help="memory per candidate (swap equal)")
     a("--sandbox-cpus", type=_positive_float, default=1.0)
     a("--junit-xml", type=Path, default=None)
     a("--fail-under", default=None, help="steps=X[,problems=Y]: exit 3 when a score is below")

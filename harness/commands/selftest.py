@@ -39,11 +39,11 @@ def selftest(
     if not tpath.is_file():
         typer.echo(f"selftest: building dev targets from gold code into {tpath} ...")
         from harness.targets import build
-        from harness.sandbox.select import get_backend
-        with get_backend(sandbox, workers=os.cpu_count() or 1) as backend:
-            rep = build(split="dev", out=tpath, backend=backend, progress=typer.echo)
-        if not tpath.is_file():
-            _fail(f"target build failed: {rep}")
+        rep = build(split="dev", out=tpath, backend=sandbox, progress=typer.echo)
+        typer.echo(rep.summary())
+        if not rep.ok:
+            tpath.unlink(missing_ok=True)
+            _fail("the dev targets are incomplete (see above)")
 
     server = make_server("127.0.0.1", 0, mode="gold", split="dev")
     port = server.server_address[1]

@@ -22,7 +22,7 @@ class SandboxUnavailable(RuntimeError):
 @dataclass
 class Limits:
     timeout: float = 1800.0      # seconds of wall time per job (upstream's value)
-    memory: str = "2g"           # memory limit; swap equal to it (no extra swap)
+    memory: str = "4g"           # memory limit, swap equal (dev step 10.11 peaks at ~2.3 GB)
     cpus: float = 1.0
     pids: int = 256
     fsize: str = "64m"           # largest file a job may write
