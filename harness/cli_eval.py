@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     a("--problems", type=Path, default=None,
       help="problems JSONL in SciCode's format (your own problems) instead of --split")
     a("--quiet", action="store_true", help="no progress output")
+    a("--progress", choices=["auto", "rich", "plain"], default="auto",
+      help="bars on a terminal (auto), always bars, or periodic plain lines (logs)")
     return p
 
 

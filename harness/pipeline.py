@@ -267,7 +267,7 @@ def run(args) -> int:
     workers = args.eval_threads or os.cpu_count() or 1
     run_.backend = open_backend(run_, workers)
     total_steps = sum(len(score.scored_steps(p)) for p in run_.problems) * args.n_samples
-    progress = Progress(total_steps, quiet=args.quiet)
+    progress = Progress(total_steps, quiet=args.quiet, style=args.progress)
     engine = Engine(run_, workers, progress)
     try:
         with progress:

@@ -8,7 +8,7 @@ from collections import Counter
 
 
 class Progress:
-    def __init__(self, total: int, quiet: bool = False, interval: float = 15.0, stream=None):
+    def __init__(self, total: int, quiet: bool = False, interval: float = 15.0, stream=None, style: str = "auto"):
         self.total, self.quiet, self.interval = total, quiet, interval
         self.stream = stream or sys.stderr
         self.gen = self.gen_failed = self.done = 0
@@ -17,9 +17,10 @@ class Progress:
         self._last = 0.0
         self._rich = None
         self._t0 = time.time()
+        self.style = style
 
     def __enter__(self):
-        if not self.quiet and self.stream.isatty():
+        if not self.quiet and (self.style == "rich" or (self.style == "auto" and self.stream.isatty())):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, TextColumn, TimeElapsedColumn
             self._rich = RP(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)

@@ -13,6 +13,9 @@ import typer
 import yaml
 
 
+_SHOWN = ("[scicode_eval", "steps_pass@1 ", "problems_pass@1 ", "counts ", "nvidia-26.3", "scicode_eval:")
+
+
 def _fail(msg: str) -> None:
     typer.echo(f"selftest: {msg}", err=True)
     raise typer.Exit(1)
@@ -59,12 +62,23 @@ def selftest(
            "--overrides", overrides]
     typer.echo("selftest: " + " ".join(cmd))
     env = dict(os.environ, PATH=f"{ne.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log_path = output_dir / "selftest.log"
+    typer.echo(f"selftest: full nemo-evaluator output in {log_path}")
     try:
-        proc = subprocess.run(cmd, env=env)
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for line in proc.stdout:
+                log.write(line)
+                if line.lstrip().startswith(_SHOWN):  # our progress and summary lines
+                    typer.echo("  " + line.rstrip())
+            proc.wait()
     finally:
         server.shutdown()
     if proc.returncode != 0:
-        _fail(f"nemo-evaluator exited with {proc.returncode}")
+        tail = log_path.read_text().splitlines()[-15:]
+        typer.echo("\n".join(tail), err=True)
+        _fail(f"nemo-evaluator exited with {proc.returncode} (log: {log_path})")
     results = yaml.safe_load((output_dir / "results.yml").read_text())["results"]["tasks"]["scicode"]["metrics"]
     steps = results["steps_pass@1"]["scores"]["steps_pass@1"]["value"]
     probs = results["problems_pass@1"]["scores"]["problems_pass@1"]["value"]
