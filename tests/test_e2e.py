@@ -169,3 +169,16 @@ def test_bad_input_fails_fast(problem_set, tmp_path):
                            timeout=60, env=dict(os.environ, SCICODE_API_KEY_NAME="MY_KEY", API_KEY=""))
         assert p.returncode != 0 and "MY_KEY" in p.stderr
         assert ep.count == 0  # nothing was generated
+
+
+def test_test_split_without_test_data_fails_fast(tmp_path, monkeypatch):
+    env = {k: v for k, v in os.environ.items() if k != "SCICODE_TEST_DATA"}
+    with FakeEndpoint(answer) as ep:
+        p = subprocess.run([str(BIN / "scicode_eval"), "--model", "m", "--url", ep.url, "--split", "test",
+                            "--output-dir", str(tmp_path / "o"), "--quiet"],
+                           capture_output=True, text=True, timeout=60, env=env)
+        assert ep.count == 0
+    from harness import testdata
+    if testdata.resolve_test_data(None) is None:  # no official file on this machine
+        assert p.returncode == 2 and "test data (test_data.h5) not found" in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
