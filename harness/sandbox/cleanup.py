@@ -1,0 +1,210 @@
+"""Labels on every sandbox container, and removal of the ones a run leaves behind.
+
+Every container the Docker backend creates carries:
+
+* ``org.scicode-harness.sandbox=1``: ours (the only label a sweep lists by);
+* ``org.scicode-harness.run``: the run id; ``org.scicode-harness.job``: job id
+  (``warm`` for a pre-started pool container that has not taken a job yet);
+* ``org.scicode-harness.host`` / ``.pid`` / ``.pid-start``: the harness process
+  that owns it (hostname, pid and the pid's start time, so a recycled pid does not
+  look alive).
+
+A container is *orphaned* when its owner ran on this host and that process is
+gone. ``sweep`` removes orphans (``--all``: every harness container, for when
+you know no run is active, e.g. after a crash on another host using the same
+daemon). Each backend sweeps orphans when it starts and registers its run with
+:func:`register_run`: SIGINT, SIGTERM and interpreter exit then remove the run's
+containers even if the pipeline never reaches ``close()``.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import socket
+import threading
+from typing import Callable, Iterable, Optional
+
+log = logging.getLogger(__name__)
+
+PREFIX = "org.scicode-harness."
+L_SANDBOX = PREFIX + "sandbox"
+L_RUN = PREFIX + "run"
+L_JOB = PREFIX + "job"
+L_HOST = PREFIX + "host"
+L_PID = PREFIX + "pid"
+L_PID_START = PREFIX + "pid-start"
+
+
+def process_start(pid: int) -> Optional[str]:
+    """The start time (clock ticks since boot) of pid, or None if not running / unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # field 22; the command (field 2) may hold spaces and parentheses, so split after the last ')'
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def owner_labels() -> dict:
+    pid = os.getpid()
+    return {L_SANDBOX: "1", L_HOST: socket.gethostname(), L_PID: str(pid),
+            L_PID_START: process_start(pid) or ""}
+
+
+def container_labels(run_id: str, job_id: str) -> dict:
+    labels = owner_labels()
+    labels.update({L_RUN: run_id, L_JOB: job_id})
+    return labels
+
+
+def owner_alive(labels: dict) -> Optional[bool]:
+    """True/False for an owner on this host; None when it ran elsewhere (cannot tell)."""
+    if labels.get(L_HOST) != socket.gethostname():
+        return None
+    try:
+        pid = int(labels.get(L_PID, ""))
+    except ValueError:
+        return False
+    start = process_start(pid)
+    if start is None:
+        if os.path.isdir("/proc/self"):
+            return False
+        try:                       # no procfs: fall back to signal 0
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    want = labels.get(L_PID_START)
+    return not want or want == start
+
+
+def _remove(client, ids: Iterable[str]) -> list[str]:
+    done = []
+    for cid in ids:
+        try:
+            client.api.remove_container(cid, force=True, v=True)
+            done.append(cid)
+        except Exception as exc:  # already gone, or removal in progress
+            if "No such container" in str(exc) or "is already in progress" in str(exc):
+                done.append(cid)
+            else:
+                log.warning("could not remove sandbox container %s: %s", cid[:12], exc)
+    return done
+
+
+def list_containers(client, run_id: Optional[str] = None) -> list[dict]:
+    filters = [f"{L_SANDBOX}=1"]
+    if run_id:
+        filters.append(f"{L_RUN}={run_id}")
+    return client.api.containers(all=True, filters={"label": filters})
+
+
+def sweep(client, everything: bool = False, dry_run: bool = False) -> list[dict]:
+    """Remove containers of dead runs on this host (all harness containers if everything).
+
+    Returns one dict per container (id, run, job, reason). Never touches a container
+    whose owner is alive, unless `everything`.
+    """
+    out = []
+    for c in list_containers(client):
+        labels = c.get("Labels") or {}
+        alive = owner_alive(labels)
+        if everything:
+            reason = "--all"
+        elif alive is False:
+            reason = "owner process is gone"
+        else:
+            continue
+        out.append({"id": c["Id"], "name": (c.get("Names") or [""])[0].lstrip("/"),
+                    "run": labels.get(L_RUN), "job": labels.get(L_JOB),
+                    "host": labels.get(L_HOST), "pid": labels.get(L_PID), "reason": reason})
+    if not dry_run:
+        removed = set(_remove(client, [c["id"] for c in out]))
+        out = [c for c in out if c["id"] in removed]
+    return out
+
+
+def remove_run(client, run_id: str) -> list[str]:
+    """Remove every container of this run (any state)."""
+    try:
+        ids = [c["Id"] for c in list_containers(client, run_id)]
+    except Exception as exc:
+        log.warning("could not list sandbox containers of run %s: %s", run_id, exc)
+        return []
+    return _remove(client, ids)
+
+
+# ---- per-process registry: remove registered runs' containers on signals and at exit
+
+_lock = threading.RLock()
+_runs: dict[str, tuple] = {}    # run id -> (client factory, quiesce callback or None)
+_installed = False
+_previous: dict[int, object] = {}
+
+
+def register_run(run_id: str, client_factory: Callable[[], object],
+                 quiesce: Optional[Callable[[], None]] = None) -> None:
+    """Make SIGINT/SIGTERM/atexit remove this run's containers (a fresh client is used).
+
+    `quiesce` is called first: it must stop the run from creating containers and wait
+    (briefly) for creations in flight, so none appears after the removal.
+    """
+    global _installed
+    with _lock:
+        _runs[run_id] = (client_factory, quiesce)
+        if _installed:
+            return
+        _installed = True
+    atexit.register(_cleanup_all)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                _previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, _on_signal)
+            except (ValueError, OSError):  # not allowed here (embedded interpreter)
+                pass
+
+
+def unregister_run(run_id: str) -> None:
+    with _lock:
+        _runs.pop(run_id, None)
+
+
+def _cleanup_all() -> None:
+    with _lock:
+        runs = list(_runs.items())
+        _runs.clear()
+    for run_id, (factory, quiesce) in runs:
+        if quiesce is not None:
+            try:
+                quiesce()
+            except Exception as exc:
+                log.warning("could not stop run %s from starting containers: %s", run_id, exc)
+        try:
+            client = factory()
+        except Exception as exc:
+            log.warning("cannot reach Docker to remove run %s's containers: %s", run_id, exc)
+            continue
+        remove_run(client, run_id)
+        try:
+            client.close()
+        except Exception:
+            pass
+
+
+def _on_signal(signum, frame):
+    _cleanup_all()
+    prev = _previous.get(signum)
+    if callable(prev):
+        prev(signum, frame)
+    elif prev == signal.SIG_IGN:
+        return
+    else:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)

@@ -1,0 +1,559 @@
+"""Docker backend: one hardened, short-lived container per job (docker SDK only).
+
+Every job runs in its own container, removed afterwards. The container gets no
+network, a read-only root with a size-capped tmpfs at /tmp, no capabilities,
+no-new-privileges, the default seccomp profile, a non-root user, pids / memory
+(swap equal) / CPU limits, nofile/fsize/core ulimits, an init process, no log
+driver and an environment made only of the fixed values in ENV (nothing of the
+caller's). No host path and never the runtime socket is mounted.
+
+Transport: the runner's payload goes in over the attach socket's stdin (the
+container is created with ``stdin_open=True``, so StdinOnce) and stdout/stderr
+come back over the same hijacked connection, demultiplexed here from the 8-byte
+frame headers. No bind mounts, no ``put_archive``, no ``logs()``: it works the
+same with a remote DOCKER_HOST or Podman's Docker-compatible socket.
+
+Outcomes: a host-side deadline then a forced removal (SIGKILL to PID 1 ends the
+whole PID namespace) gives ``timeout``; ``State.OOMKilled`` (or exit 137 with a
+MemoryError in the output) gives ``oom``; daemon errors, a missing image or a
+broken connection give ``infra`` with the cause in stderr, never a model failure.
+
+Warm single-use pool: up to N containers (default 2 x workers, so the next one has
+finished its imports by the time a worker needs it) are created, attached and
+started in the background; the runner in each has imported numpy and scipy and
+is blocked reading stdin. A job takes one, writes its payload and the container
+is removed afterwards (off the job's path, by a reaper thread): start-up and
+imports are hidden, state is never reused. Jobs whose container limits differ
+from the backend's get a cold container. In tests mode a job is complete as soon
+as the runner's end-of-stderr line and report have arrived; its exit status is
+the one the runner exits with right after them.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import select
+import socket
+import struct
+import threading
+import time
+import uuid
+from typing import Optional
+
+from harness.sandbox import Backend, Job, Limits, Outcome, SandboxUnavailable
+from harness.sandbox import cleanup
+from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, new_marker,
+                                    parse_size, payload, runner_argv)
+
+log = logging.getLogger(__name__)
+
+FALLBACK_IMAGE = "scicode-sandbox:latest"
+FALLBACK_PATH = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NONROOT_USER = "65534:65534"
+ENV = {"HOME": "/tmp", "TZ": "UTC", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
+       "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+NOFILE = 1024
+KILL_GRACE = 10.0          # seconds allowed for the daemon to report a finished container
+READ_CHUNK = 1 << 16
+
+
+def _limits_key(lim: Limits) -> tuple:
+    return (lim.memory, float(lim.cpus), int(lim.pids), lim.fsize, lim.tmpfs)
+
+
+def _is_root_user(user: str) -> bool:
+    name = (user or "").split(":", 1)[0]
+    return name in ("", "0", "root")
+
+
+def _docker():
+    import docker  # imported lazily: the process backend must work without the SDK
+    return docker
+
+
+class _Slot:
+    """A created, attached and started container waiting for (or running) one job."""
+
+    __slots__ = ("cid", "sock", "raw", "key", "started", "tls")
+
+    def __init__(self, cid, sock, key, tls):
+        self.cid = cid
+        self.sock = sock
+        self.raw = getattr(sock, "_sock", sock)   # the real socket under SocketIO
+        self.key = key
+        self.started = time.monotonic()
+        self.tls = tls
+
+    def dead(self) -> bool:
+        """True if the container already closed its streams (exited before its job)."""
+        if self.tls:
+            return False
+        try:
+            r, _, _ = select.select([self.raw], [], [], 0)
+            if not r:
+                return False
+            return self.raw.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+
+class _Demux:
+    """Splits Docker's multiplexed attach stream (8-byte headers) into stdout/stderr."""
+
+    def __init__(self, out, err):
+        self.sinks = {1: out, 2: err, 3: err, 0: out}
+        self.header = bytearray()
+        self.stream = None
+        self.left = 0
+
+    def feed(self, data: bytes) -> None:
+        mv = memoryview(data)
+        while mv:
+            if self.left == 0:
+                need = 8 - len(self.header)
+                self.header += mv[:need]
+                mv = mv[need:]
+                if len(self.header) < 8:
+                    return
+                self.stream, self.left = struct.unpack(">BxxxL", bytes(self.header))
+                self.header.clear()
+                continue
+            part = mv[:self.left]
+            mv = mv[len(part):]
+            self.left -= len(part)
+            sink = self.sinks.get(self.stream)
+            if sink is not None:
+                sink.feed(bytes(part))
+
+
+class WarmPool:
+    """Single-use pre-started containers; `size` of them ready or being made at once."""
+
+    def __init__(self, backend: "DockerBackend", size: int):
+        self.backend = backend
+        self.size = max(int(size), 0)
+        self.key = _limits_key(backend.limits)
+        self.ready: collections.deque[_Slot] = collections.deque()
+        self.cond = threading.Condition()
+        self.creating = 0
+        self.closed = False
+        self.failures = 0
+        self.hits = 0
+        self.misses = 0
+        self.threads = [threading.Thread(target=self._fill, name=f"sandbox-warm-{i}", daemon=True)
+                        for i in range(self.size)]
+        for t in self.threads:
+            t.start()
+
+    def _fill(self) -> None:
+        while True:
+            with self.cond:
+                while not self.closed and len(self.ready) + self.creating >= self.size:
+                    self.cond.wait()
+                if self.closed:
+                    return
+                self.creating += 1
+            slot = None
+            try:
+                slot = self.backend._start(self.backend.limits, "warm")
+            except Exception as exc:
+                with self.cond:
+                    self.creating -= 1
+                    self.cond.notify_all()
+                    if self.closed or self.backend._closed:
+                        return
+                    self.failures += 1
+                    delay = min(10.0, 0.25 * 2 ** min(self.failures, 6))
+                    log.warning("warm sandbox container failed to start (%s); retrying in %.1fs",
+                                _short(exc), delay)
+                    self.cond.wait(delay)
+                continue
+            with self.cond:
+                self.creating -= 1
+                if slot is not None:
+                    if self.closed:
+                        self.backend._discard(slot)
+                    else:
+                        self.ready.append(slot)
+                        self.failures = 0
+                self.cond.notify_all()
+
+    def take(self, limits: Limits, wait: float = 30.0) -> Optional[_Slot]:
+        """A ready container for these limits, waiting for one being made; else None."""
+        if self.size == 0 or _limits_key(limits) != self.key:
+            return None
+        end = time.monotonic() + wait
+        with self.cond:
+            while True:
+                while self.ready:
+                    slot = self.ready.popleft()
+                    self.cond.notify_all()
+                    if slot.dead():
+                        self.backend._discard_async(slot)
+                        continue
+                    self.hits += 1
+                    return slot
+                remaining = end - time.monotonic()
+                if self.closed or self.failures or self.creating == 0 or remaining <= 0:
+                    self.misses += 1
+                    return None
+                self.cond.wait(remaining)
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            slots = list(self.ready)
+            self.ready.clear()
+            self.cond.notify_all()
+        for slot in slots:
+            self.backend._discard(slot)
+        for t in self.threads:
+            t.join(timeout=30)
+
+
+class _Reaper:
+    """Removes finished containers off the job's critical path, with a bounded backlog."""
+
+    def __init__(self, backend: "DockerBackend", backlog: int):
+        self.backend = backend
+        self.slots = threading.BoundedSemaphore(max(backlog, 1))
+        self.queue: "queue.Queue[Optional[_Slot]]" = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name="sandbox-reaper", daemon=True)
+        self.thread.start()
+
+    def submit(self, slot: _Slot) -> None:
+        _close_sock(slot.sock)
+        self.slots.acquire()          # back-pressure: never more than `backlog` pending
+        self.queue.put(slot)
+
+    def _loop(self) -> None:
+        while True:
+            slot = self.queue.get()
+            if slot is None:
+                return
+            try:
+                self.backend._remove(slot.cid)
+            finally:
+                self.slots.release()
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=120)
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(self, image: Optional[str] = None, explicit_image: bool = False, workers: int = 1,
+                 run_id: Optional[str] = None, limits: Optional[Limits] = None, client=None,
+                 warm: bool = True, preload: Optional[list[str]] = None,
+                 runtime: Optional[str] = None, sweep: bool = True,
+                 warm_size: Optional[int] = None):
+        docker = _docker()
+        self.limits = limits or Limits()
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.workers = max(int(workers), 1)
+        self.preload = list(preload or [])
+        self.runtime = runtime or os.environ.get("SCICODE_SANDBOX_RUNTIME") or None
+        self._pool_size = 4 * self.workers + 8
+        try:
+            self.client = client or docker.from_env(max_pool_size=self._pool_size, timeout=120)
+            self.client.ping()
+        except Exception as exc:
+            raise SandboxUnavailable(
+                f"Docker daemon not reachable ({_short(exc)}): start Docker (or set DOCKER_HOST), "
+                "or pass --sandbox process") from None
+        self._tls = str(getattr(self.client.api, "base_url", "")).startswith("https://")
+        self.image_ref, self.image, cfg = self._resolve_image(image, explicit_image)
+        user = cfg.get("User") or ""
+        self.user = user if not _is_root_user(user) else NONROOT_USER
+        path = next((e.split("=", 1)[1] for e in (cfg.get("Env") or []) if e.startswith("PATH=")),
+                    FALLBACK_PATH)
+        self.env = dict(ENV, PATH=path)
+        self.argv = runner_argv("python3", self.preload)
+        self._closed = False       # no new containers
+        self._shut = False         # close() ran
+        self._lock = threading.Lock()
+        self._live: set[str] = set()
+        self._reaper = _Reaper(self, backlog=2 * self.workers + 2)
+        self._inflight = 0
+        cleanup.register_run(self.run_id, self._client_factory, self._quiesce)
+        if sweep:
+            try:
+                gone = cleanup.sweep(self.client)
+                if gone:
+                    log.info("removed %d sandbox container(s) left by dead runs", len(gone))
+            except Exception as exc:
+                log.warning("sweep of dead runs' containers failed: %s", exc)
+        size = 2 * self.workers if warm_size is None else int(warm_size)
+        self.pool = WarmPool(self, size) if warm and size > 0 else None
+
+    # ---- setup -------------------------------------------------------------------------
+
+    @staticmethod
+    def _client_factory():
+        return _docker().from_env(timeout=30)
+
+    def _resolve_image(self, image: Optional[str], explicit: bool):
+        try:
+            from harness import image as himage
+        except Exception:  # image module unavailable: plain lookup
+            himage = None
+        docker = _docker()
+        try:
+            if himage is not None:
+                try:
+                    if image:
+                        img = himage.check_image(self.client, image, explicit)
+                    else:
+                        img = himage.find_image(self.client)
+                        if img is None:
+                            raise SandboxUnavailable(
+                                f"sandbox image {himage.default_tag()} not found: build it with "
+                                "`scicode-harness image build` (or pass --sandbox process)")
+                except himage.ImageError as exc:
+                    raise SandboxUnavailable(str(exc)) from None
+            else:
+                img = self.client.images.get(image or FALLBACK_IMAGE)
+        except docker.errors.ImageNotFound:
+            raise SandboxUnavailable(f"sandbox image {image or FALLBACK_IMAGE} not found: build it "
+                                     "with `scicode-harness image build`") from None
+        except docker.errors.APIError as exc:
+            raise SandboxUnavailable(f"cannot inspect sandbox image: {_short(exc)}") from None
+        tags = img.attrs.get("RepoTags") or []
+        ref = image or (tags[0] if tags else img.id)
+        return ref, img.id, (img.attrs.get("Config") or {})
+
+    def _host_config(self, lim: Limits) -> dict:
+        docker = _docker()
+        mem = parse_size(lim.memory)
+        fsize = parse_size(lim.fsize)
+        tmpfs = parse_size(lim.tmpfs)
+        return self.client.api.create_host_config(
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={tmpfs}"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=int(lim.pids),
+            mem_limit=mem,
+            memswap_limit=mem,
+            nano_cpus=int(float(lim.cpus) * 1e9),
+            ulimits=[docker.types.Ulimit(name="nofile", soft=NOFILE, hard=NOFILE),
+                     docker.types.Ulimit(name="fsize", soft=fsize, hard=fsize),
+                     docker.types.Ulimit(name="core", soft=0, hard=0)],
+            init=True,
+            ipc_mode="private",
+            log_config=docker.types.LogConfig(type="none"),
+            runtime=self.runtime,
+        )
+
+    def create_kwargs(self, lim: Limits, job_id: str) -> dict:
+        """Everything passed to the Engine's create call (exposed for tests and audits)."""
+        return dict(image=self.image, command=self.argv, user=self.user, stdin_open=True,
+                    tty=False, environment=dict(self.env), network_disabled=True,
+                    working_dir="/tmp", hostname="sandbox",
+                    labels=cleanup.container_labels(self.run_id, job_id),
+                    host_config=self._host_config(lim), use_config_proxy=False)
+
+    def _start(self, lim: Limits, job_id: str) -> _Slot:
+        """Create, attach, start; on any failure remove what was made and re-raise."""
+        api = self.client.api
+        cid = sock = None
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("backend is closed")
+            self._inflight += 1
+        try:
+            cid = api.create_container(**self.create_kwargs(lim, job_id))["Id"]
+            with self._lock:
+                self._live.add(cid)
+            sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1,
+                                                  "stream": 1})
+            api.start(cid)
+            return _Slot(cid, sock, _limits_key(lim), self._tls)
+        except BaseException:
+            if sock is not None:
+                _close_sock(sock)
+            if cid is not None:
+                self._remove(cid)
+            raise
+        finally:
+            with self._lock:
+                self._inflight -= 1
+
+    def _quiesce(self, wait: float = 10.0) -> None:
+        """Refuse new containers and wait for creations in flight (signal/exit path)."""
+        with self._lock:
+            self._closed = True
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            with self._lock:
+                if self._inflight == 0:
+                    return
+            time.sleep(0.02)
+
+    def _remove(self, cid: str) -> None:
+        try:
+            self.client.api.remove_container(cid, force=True, v=True)
+        except Exception as exc:
+            if "No such container" not in str(exc) and "already in progress" not in str(exc):
+                log.warning("could not remove sandbox container %s: %s", cid[:12], _short(exc))
+        with self._lock:
+            self._live.discard(cid)
+
+    def _discard(self, slot: _Slot) -> None:
+        _close_sock(slot.sock)
+        self._remove(slot.cid)
+
+    def _discard_async(self, slot: _Slot) -> None:
+        threading.Thread(target=self._discard, args=(slot,), daemon=True).start()
+
+    # ---- running -----------------------------------------------------------------------
+
+    def run(self, job: Job) -> Outcome:
+        t_start = time.monotonic()
+        slot = self.pool.take(job.limits) if self.pool is not None else None
+        if slot is None:
+            try:
+                slot = self._start(job.limits, job.job_id)
+            except Exception as exc:
+                return self._infra(t_start, f"could not start a sandbox container: {_short(exc)}")
+        try:
+            return self._execute(slot, job)
+        finally:
+            self._reaper.submit(slot)
+
+    def _execute(self, slot: _Slot, job: Job) -> Outcome:
+        lim = job.limits
+        marker = new_marker()
+        tests_mode = job.tests is not None
+        out = StdoutCapture(lim.output, marker)
+        err = StdoutCapture(lim.output, marker)     # strips the runner's end-of-stderr line
+        demux = _Demux(out, err)
+        raw = slot.raw
+        t0 = time.monotonic()
+        deadline = t0 + float(lim.timeout)
+        timed_out = False
+        report = None
+        try:
+            raw.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                raw.sendall(payload(job, marker))
+                if not slot.tls:
+                    try:
+                        raw.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+            except socket.timeout:
+                timed_out = True
+            except OSError:
+                pass    # the container stopped reading (exited early): read what it said
+            while not timed_out:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                raw.settimeout(remaining)
+                try:
+                    chunk = raw.recv(READ_CHUNK)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    break
+                demux.feed(chunk)
+                if tests_mode and out.seen and err.seen:
+                    report = out.report()      # the runner is done: it only exits after this
+                    if report is not None:
+                        break
+        except OSError as exc:
+            return self._infra(t0, f"lost the attach stream: {_short(exc)}")
+        duration = time.monotonic() - t0
+        exit_code = None
+        oom = False
+        if timed_out:
+            self._remove(slot.cid)    # SIGKILL to PID 1 ends the namespace, then remove
+        elif report is not None:
+            tests = report.get("tests") or []
+            ok = report.get("completed") and all(t.get("status") == "pass" for t in tests)
+            exit_code = 0 if ok else 1    # what the runner exits with right after the report
+        else:
+            try:
+                budget = max(deadline - time.monotonic(), 0) + KILL_GRACE
+                exit_code = self.client.api.wait(slot.cid, timeout=budget)["StatusCode"]
+                if exit_code != 0:
+                    state = self.client.api.inspect_container(slot.cid)["State"]
+                    oom = bool(state.get("OOMKilled"))
+            except Exception as exc:
+                if time.monotonic() < deadline:
+                    return self._infra(t0, "could not read the container's exit status: "
+                                           f"{_short(exc)}")
+                timed_out, exit_code = True, None     # streams closed, program still running
+                self._remove(slot.cid)
+            duration = time.monotonic() - t0
+        out.finish()
+        err.finish()
+        stdout, stderr = out.text(), err.text()
+        if report is None and tests_mode:
+            report = out.report()
+        if not oom and exit_code == 137 and memory_evidence(stderr, report):
+            oom = True
+        status = classify(exit_code, job.tests is not None, report, timed_out, oom)
+        return Outcome(status=status, exit_code=exit_code, duration=duration, stdout=stdout,
+                       stderr=stderr, truncated=out.truncated or err.truncated,
+                       timed_out=timed_out, oom_killed=oom, backend=self.name, image=self.image,
+                       report=report)
+
+    def _infra(self, t0: float, why: str) -> Outcome:
+        return Outcome(status="infra", exit_code=None, duration=time.monotonic() - t0, stdout="",
+                       stderr=f"sandbox infrastructure error: {why}", truncated=False,
+                       timed_out=False, oom_killed=False, backend=self.name, image=self.image)
+
+    # ---- teardown ----------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        p = self.pool
+        return {"warm_hits": p.hits if p else 0, "warm_misses": p.misses if p else 0}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._shut:
+                return
+            self._shut = self._closed = True
+        if self.pool is not None:
+            self.pool.close()
+        self._reaper.close()
+        with self._lock:
+            live = list(self._live)
+        for cid in live:
+            self._remove(cid)
+        cleanup.remove_run(self.client, self.run_id)
+        cleanup.unregister_run(self.run_id)
+        try:
+            self.client.close()
+        except Exception:
+            pass
+
+
+def _close_sock(sock) -> None:
+    for obj in (getattr(sock, "_sock", None), sock):
+        if obj is None:
+            continue
+        try:
+            obj.close()
+        except Exception:
+            pass
+    resp = getattr(sock, "_response", None)
+    if resp is not None:
+        try:
+            resp.close()
+        except Exception:
+            pass
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else ""
+    return f"{type(exc).__name__}: {msg}"[:500] if msg else type(exc).__name__
