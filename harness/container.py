@@ -1,0 +1,634 @@
+"""The harness container (`make container`): a NeMo Evaluator-compatible image.
+
+    python -m harness.container [--force] [--base-image NAME] [--with-test-data]
+
+The top-level ``Dockerfile`` is built from a small temporary context that this
+module assembles; the repository itself is never the context, so ``.venv``,
+caches and results cannot leak in:
+
+1. base: offline (default), the debootstrapped Debian bookworm shared with the
+   sandbox image (:func:`harness.image.ensure_base`, ``scicode-base:bookworm-py311``);
+   ``--base-image NAME`` uses a registry image such as ``python:3.11-slim-bookworm``;
+2. project wheel: ``pip wheel --no-deps`` of a clean copy of the sources
+   (pyproject.toml, README.md, harness/, core_evals/);
+3. wheels: the sandbox image's hash-pinned wheelhouse (:func:`harness.image.ensure_wheelhouse`,
+   installed first with ``--require-hashes``, so numpy/scipy/sympy/h5py/matplotlib
+   in the harness venv are exactly the sandbox's and ``sandbox=process`` inside the
+   container computes like the Docker sandbox), plus ``pip download`` of the
+   project's dependencies, binary only, for CPython 3.11 manylinux x86_64,
+   constrained to the sandbox lock's versions, into
+   ``<cache>/container-wheelhouse/<key>``; reused while pyproject.toml and the
+   lock are unchanged;
+4. dataset: the SciCode files from the harness cache (pulled first when missing),
+   re-hashed against their pins; with ``--with-test-data`` also test_data.h5;
+5. ``docker build`` through the docker SDK with ``network_mode="none"``; the
+   image is tagged ``scicode-harness:latest`` and ``scicode-harness:<version>``
+   and labelled with a digest of every input, so an unchanged build is skipped
+   (unless ``--force``).
+
+Only steps 2-4 touch the network (pip, dataset pull), and only when their cached
+results are missing; the image build itself is offline.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from harness.paths import cache_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+README = ROOT / "container" / "README.md"
+FRAMEWORK = ROOT / "core_evals" / "scicode" / "framework.yml"
+SANDBOX_DIR = ROOT / "sandbox_image"
+# What goes into the project wheel (copied to a clean directory first).
+SOURCE_ITEMS = ("pyproject.toml", "README.md", "LICENSE", "harness", "core_evals")
+SANDBOX_FILES = ("Dockerfile", "requirements.in", "requirements.lock", "update_lock.py")
+
+REPOSITORY = "scicode-harness"
+LATEST = f"{REPOSITORY}:latest"
+ONLINE_BASE = "python:3.11-slim-bookworm"
+LABEL_INPUTS = "org.scicode-harness.container-inputs"
+LABEL_VERSION = "org.scicode-harness.version"
+LABEL_STAGE = "org.scicode-harness.stage"
+STAGE_VALUE = "container-install"
+METADATA_PREFIX = "opt/metadata/"
+METADATA_LAYER_LIMIT = 100 * 1024   # nemo-evaluator-launcher only reads layers smaller than this
+TASKS = ("scicode", "scicode_background", "scicode_aa_v2", "aa_scicode")
+
+# Wheels for the image's interpreter (CPython 3.11, glibc x86_64), whatever the host runs.
+PIP_PLATFORM_ARGS = (
+    "--only-binary=:all:",
+    "--platform", "manylinux_2_28_x86_64",
+    "--platform", "manylinux_2_17_x86_64",
+    "--platform", "manylinux2014_x86_64",
+    "--python-version", "3.11",
+    "--implementation", "cp",
+    "--abi", "cp311",
+)
+
+Progress = Callable[[str], None]
+
+
+class ContainerError(RuntimeError):
+    """Building or inspecting the harness container failed; str(e) is one line for the user."""
+
+
+@dataclass
+class BuildResult:
+    image_id: str
+    tags: list[str]
+    digest: str
+    skipped: bool
+    seconds: float
+    size_bytes: int | None = None
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- hashing
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _ignored(p: Path) -> bool:
+    return "__pycache__" in p.parts or p.suffix in (".pyc", ".pyo") or p.name.endswith(".egg-info") \
+        or any(part.endswith(".egg-info") for part in p.parts)
+
+
+def _tree_files(base: Path, items) -> list[Path]:
+    """Regular files under base/items (sorted, relative), skipping caches and egg-info."""
+    out = []
+    for item in items:
+        p = base / item
+        if p.is_file():
+            out.append(Path(item))
+        elif p.is_dir():
+            for f in sorted(p.rglob("*")):
+                rel = f.relative_to(base)
+                if f.is_file() and not _ignored(rel):
+                    out.append(rel)
+    return sorted(out)
+
+
+def _tree_digest(base: Path, items) -> str:
+    h = hashlib.sha256()
+    for rel in _tree_files(base, items):
+        h.update(str(rel).encode() + b"\0" + _sha256_file(base / rel).encode() + b"\n")
+    return h.hexdigest()
+
+
+def source_digest() -> str:
+    """sha256 over every source file that can end up in the project wheel."""
+    return _tree_digest(ROOT, SOURCE_ITEMS)
+
+
+def _last_line(text: str, default: str = "") -> str:
+    for line in reversed((text or "").splitlines()):
+        if line.strip():
+            return line.strip()[:300]
+    return default
+
+
+# ---------------------------------------------------------------- wheels
+
+def _pip() -> list[str]:
+    return [sys.executable, "-m", "pip"]
+
+
+def _run(cmd: list[str], what: str, progress: Progress, cwd: Path | None = None) -> None:
+    progress(f"{what}: {' '.join(cmd[:6])} ...")
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL, text=True, errors="replace")
+    if proc.returncode != 0:
+        errs = [l for l in proc.stdout.splitlines() if "error" in l.lower()]
+        raise ContainerError(f"{what} failed (exit {proc.returncode}): "
+                             f"{_last_line(errs[-1] if errs else proc.stdout, 'no output')}")
+
+
+def build_project_wheel(out_dir: Path, progress: Progress = print) -> Path:
+    """``pip wheel --no-deps`` of a clean copy of the sources; returns the wheel path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="scicode-harness-src-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for rel in _tree_files(ROOT, SOURCE_ITEMS):
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
+        _run(_pip() + ["wheel", "--no-deps", "--disable-pip-version-check", "--progress-bar", "off",
+                       "-q", "-w", str(out_dir), str(src)], "project wheel", progress)
+    wheels = sorted(out_dir.glob("scicode_harness-*.whl"))
+    if len(wheels) != 1:
+        raise ContainerError(f"expected one scicode_harness wheel in {out_dir}, found {len(wheels)}")
+    return wheels[0]
+
+
+def wheel_version(wheel: Path) -> str:
+    return wheel.name.split("-")[1]
+
+
+def _wheelhouse_key() -> str:
+    from harness import image
+    h = hashlib.sha256()
+    h.update((ROOT / "pyproject.toml").read_bytes())
+    h.update(image.lock_digest().encode())
+    h.update("\0".join(PIP_PLATFORM_ARGS).encode())
+    return h.hexdigest()[:16]
+
+
+def wheelhouse_dir() -> Path:
+    return cache_dir() / "container-wheelhouse" / _wheelhouse_key()
+
+
+def _read_manifest(directory: Path) -> dict[str, str] | None:
+    """{wheel file name: sha256} when the wheelhouse is complete and intact, else None."""
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not manifest:
+        return None
+    for name, digest in manifest.items():
+        p = directory / name
+        if not p.is_file() or _sha256_file(p) != digest:
+            return None
+    return manifest
+
+
+def ensure_wheelhouse(project_wheel: Path | None, progress: Progress = print) -> Path:
+    """Dependency wheels (cp311 manylinux x86_64) for the project, downloaded once per
+    pyproject.toml into the cache. ``project_wheel`` is only needed when downloading."""
+    target = wheelhouse_dir()
+    if _read_manifest(target) is not None:
+        progress(f"dependency wheelhouse {target} complete")
+        return target
+    if project_wheel is None:
+        raise ContainerError("the dependency wheelhouse is missing and no project wheel was given")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    try:
+        from harness import image
+        constraints = staging / "constraints.txt"   # the sandbox lock's versions, without hashes
+        constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(image.lock_versions().items())))
+        _run(_pip() + ["download", "--disable-pip-version-check", "--progress-bar", "off", "-q",
+                       "-d", str(staging), *PIP_PLATFORM_ARGS, "-c", str(constraints), str(project_wheel)],
+             "pip download of the dependencies", progress)
+        for p in list(staging.iterdir()):
+            if not p.name.endswith(".whl") or p.name.startswith("scicode_harness-"):
+                p.unlink()
+        manifest = {p.name: _sha256_file(p) for p in sorted(staging.glob("*.whl"))}
+        if not any(n.startswith("nemo_evaluator-0.2.") for n in manifest):
+            raise ContainerError("the dependency wheelhouse has no nemo_evaluator 0.2.x wheel")
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        progress(f"dependency wheelhouse {target}: {len(manifest)} wheels")
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- data
+
+def dataset_files(progress: Progress = print) -> dict[str, Path]:
+    """{name: verified path} of the SciCode files in the harness cache (pulled when missing)."""
+    from harness import dataset
+    try:
+        directory = dataset.data_dir(require=True)
+    except dataset.DataError:
+        progress("the SciCode dataset is not cached yet: scicode-harness data pull")
+        try:
+            dataset.pull(progress=progress)
+            directory = dataset.data_dir(require=True)
+        except dataset.DataError as e:
+            raise ContainerError(f"cannot get the SciCode dataset: {e}") from None
+    out = {}
+    for name, pinned in dataset.FILES.items():
+        p = Path(directory) / name
+        if not p.is_file():
+            if name in dataset.OPTIONAL_FILES:
+                progress(f"note: {name} is not cached; the image will lack it "
+                         f"(scicode_aa_v2 needs it: `scicode-harness data pull --source pypi`)")
+                continue
+            raise ContainerError(f"{name} is missing from {directory}: run `scicode-harness data pull`")
+        if _sha256_file(p) != pinned:
+            raise ContainerError(f"{p}: sha256 mismatch; run `scicode-harness data pull --force`")
+        out[name] = p
+    return out
+
+
+def test_data_file(progress: Progress = print) -> Path:
+    """The verified cached test_data.h5 (downloaded when missing)."""
+    from harness import testdata
+    p = testdata.default_path()
+    try:
+        if p.is_file():
+            testdata.verify_test_data(p)
+            return p
+        progress("test_data.h5 is not cached yet: downloading it (about 1 GB)")
+        return Path(testdata.pull_test_data(progress=progress))
+    except testdata.TestDataError as e:
+        raise ContainerError(f"test_data.h5: {e}") from None
+
+
+# ---------------------------------------------------------------- docker
+
+def docker_client(timeout: int = 900):
+    from harness import image
+    try:
+        return image.docker_client(timeout=timeout)
+    except image.ImageError as e:
+        raise ContainerError(str(e)) from None
+
+
+def _get(client, ref):
+    from docker.errors import ImageNotFound, NotFound
+    try:
+        return client.images.get(ref)
+    except (ImageNotFound, NotFound):
+        return None
+
+
+def _labels(img) -> dict:
+    return (img.attrs.get("Config") or {}).get("Labels") or {}
+
+
+@contextlib.contextmanager
+def _flock(path: Path):
+    import fcntl
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_base(client, base_image: str | None, progress: Progress) -> tuple[str, str]:
+    """(FROM reference, identity for the inputs digest). Offline: the shared debootstrap
+    base from harness.image; otherwise the named registry image (pulled by the daemon)."""
+    if base_image:
+        img = _get(client, base_image)
+        return base_image, (img.id if img is not None else base_image)
+    from harness import image
+    # harness.image serialises its own builds with this lock; take it so two processes
+    # never debootstrap the shared base at the same time.
+    lock = getattr(image, "_build_lock", None)
+    with (lock() if lock else contextlib.nullcontext()):
+        try:
+            tag = image.ensure_base(client, progress)
+        except image.ImageError as e:
+            raise ContainerError(str(e)) from None
+    return tag, client.images.get(tag).id
+
+
+def inputs_digest(*, base_id: str, deps_manifest: dict[str, str], data: dict[str, Path],
+                  test_data: Path | None) -> str:
+    """sha256 over everything the image is made of."""
+    from harness import dataset, testdata
+    parts = {
+        "dockerfile": _sha256_file(DOCKERFILE),
+        "readme": _sha256_file(README),
+        "framework": _sha256_file(FRAMEWORK),
+        "sandbox_image": _tree_digest(SANDBOX_DIR, SANDBOX_FILES),
+        "source": source_digest(),
+        "deps": deps_manifest,
+        "data": {n: dataset.FILES[n] for n in sorted(data)},
+        "test_data": testdata.TEST_DATA_SHA256 if test_data else None,
+        "base": base_id,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def find_built(client, digest: str):
+    found = client.images.list(filters={"label": f"{LABEL_INPUTS}={digest}"})
+    return found[0] if found else None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def sandbox_wheelhouse(progress: Progress = print) -> Path:
+    """The sandbox image's hash-checked wheelhouse (downloaded by harness.image when missing)."""
+    from harness import image
+    lock = getattr(image, "_build_lock", None)   # shared with `scicode-harness image build`
+    with (lock() if lock else contextlib.nullcontext()):
+        try:
+            return image.ensure_wheelhouse(progress)
+        except image.ImageError as e:
+            raise ContainerError(str(e)) from None
+
+
+def prepare_context(ctx: Path, *, project_wheel: Path, wheelhouse: Path, data: dict[str, Path],
+                    test_data: Path | None, sandbox_wheels: Path | None = None) -> None:
+    """Lay out the build context the Dockerfile expects (see its header)."""
+    shutil.copy2(DOCKERFILE, ctx / "Dockerfile")
+    (ctx / "container").mkdir()
+    shutil.copy2(README, ctx / "container" / "README.md")
+    (ctx / "core_evals" / "scicode").mkdir(parents=True)
+    shutil.copy2(FRAMEWORK, ctx / "core_evals" / "scicode" / "framework.yml")
+    (ctx / "sandbox_image").mkdir()
+    for name in SANDBOX_FILES:
+        if (SANDBOX_DIR / name).is_file():
+            shutil.copy2(SANDBOX_DIR / name, ctx / "sandbox_image" / name)
+    (ctx / "wheels").mkdir()
+    (ctx / "project").mkdir()
+    _link_or_copy(project_wheel, ctx / "project" / project_wheel.name)
+    for house in (sandbox_wheels, wheelhouse):
+        for p in (house.glob("*.whl") if house else ()):
+            if not (ctx / "wheels" / p.name).exists():
+                _link_or_copy(p, ctx / "wheels" / p.name)
+    (ctx / "data").mkdir()
+    for name, p in data.items():
+        shutil.copy2(p, ctx / "data" / name)
+    (ctx / "testdata").mkdir()
+    (ctx / "testdata" / ".keep").write_text("")
+    if test_data is not None:
+        _link_or_copy(test_data, ctx / "testdata" / "test_data.h5")
+
+
+def _stream_build(client, ctx: Path, tag: str, buildargs: dict, nocache: bool, progress: Progress) -> str:
+    image_id, error = None, None
+    try:
+        for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs, rm=True, forcerm=True,
+                                      network_mode="none", pull=False, nocache=nocache, decode=True):
+            if "stream" in chunk:
+                for line in chunk["stream"].splitlines():
+                    if line.strip():
+                        progress("  " + line.rstrip())
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and aux.get("ID"):
+                image_id = aux["ID"]
+            if "error" in chunk:
+                error = chunk.get("error") or str(chunk.get("errorDetail"))
+    except Exception as e:
+        raise ContainerError(f"docker build failed: {_last_line(str(e), type(e).__name__)}") from None
+    if error:
+        raise ContainerError(f"docker build failed: {_last_line(error, 'unknown error')}")
+    img = _get(client, tag)
+    if img is None:
+        raise ContainerError(f"docker build finished without producing {tag}")
+    return image_id or img.id
+
+
+def _prune_install_stages(client, keep: int = 1) -> None:
+    """Remove the untagged install-stage images of earlier builds, keeping the newest
+    ``keep``: its layers (the dependency venv) are the cache that makes the next build
+    after a source change quick. Best effort."""
+    with contextlib.suppress(Exception):
+        stages = client.images.list(filters={"dangling": True, "label": f"{LABEL_STAGE}={STAGE_VALUE}"})
+        stages.sort(key=lambda i: i.attrs.get("Created") or "", reverse=True)
+        for img in stages[keep:]:
+            with contextlib.suppress(Exception):
+                client.images.remove(img.id)
+
+
+def run_in_image(client, ref: str, command: list[str], timeout: float = 300.0, **kwargs) -> tuple[int, str, str]:
+    """Run a throwaway container (network none unless overridden); (exit code, stdout, stderr)."""
+    kwargs.setdefault("network_mode", "none")
+    container = client.containers.create(ref, command, labels={"scicode.purpose": "container-check"}, **kwargs)
+    try:
+        container.start()
+        rc = container.wait(timeout=timeout).get("StatusCode", 1)
+        out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+        err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
+        return rc, out, err
+    finally:
+        with contextlib.suppress(Exception):
+            container.remove(force=True, v=True)
+
+
+def listed_tasks(text: str) -> list[str]:
+    """Task names from `nemo-evaluator ls` output (lines `  * name`)."""
+    return [l.strip()[2:].strip() for l in text.splitlines() if l.strip().startswith("* ")]
+
+
+def smoke(client, ref: str) -> list[str]:
+    rc, out, err = run_in_image(client, ref, ["nemo-evaluator", "ls"])
+    tasks = listed_tasks(out + "\n" + err)
+    if rc != 0 or not set(TASKS) <= set(tasks):
+        raise ContainerError(f"`nemo-evaluator ls` in {ref} failed (exit {rc}, tasks {tasks}): "
+                             f"{_last_line(err, 'no output')}")
+    return tasks
+
+
+def metadata_layers(client, ref: str) -> list[dict]:
+    """Emulate nemo-evaluator-launcher's metadata lookup on the saved image: every layer,
+    in order, with its size and, for layers under 100 KB, the files it holds below
+    /opt/metadata. Returns [{"layer", "size", "metadata_files"}]."""
+    img = client.images.get(ref)
+    layers: dict[str, dict] = {}
+    manifest = None
+    stream = img.save(named=False)
+
+    class _Reader(io.RawIOBase):
+        def __init__(self, chunks):
+            self._it, self._buf = iter(chunks), b""
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            while not self._buf:
+                try:
+                    self._buf = next(self._it)
+                except StopIteration:
+                    return 0
+            n = min(len(b), len(self._buf))
+            b[:n], self._buf = self._buf[:n], self._buf[n:]
+            return n
+
+    with tarfile.open(fileobj=io.BufferedReader(_Reader(stream), 1 << 20), mode="r|") as tar:
+        for member in tar:
+            name = member.name
+            is_layer = name.endswith("/layer.tar") or (name.startswith("blobs/sha256/") and member.isfile())
+            if name == "manifest.json":
+                manifest = json.loads(tar.extractfile(member).read())
+            elif is_layer and member.isfile():
+                entry = {"layer": name, "size": member.size, "metadata_files": None}
+                if member.size < METADATA_LAYER_LIMIT:
+                    data = tar.extractfile(member).read()
+                    try:
+                        with tarfile.open(fileobj=io.BytesIO(data)) as inner:
+                            entry["metadata_files"] = sorted(
+                                "/" + m.name.lstrip("./") for m in inner.getmembers()
+                                if m.isfile() and m.name.lstrip("./").startswith(METADATA_PREFIX))
+                    except tarfile.TarError:
+                        entry["metadata_files"] = None   # a config blob, not a layer
+                layers[name] = entry
+    order = (manifest or [{}])[0].get("Layers") or list(layers)
+    return [layers[n] for n in order if n in layers]
+
+
+# ---------------------------------------------------------------- build
+
+def build(force: bool = False, base_image: str | None = None, with_test_data: bool = False,
+          progress: Progress = print, client=None) -> BuildResult:
+    """Build (or reuse) the harness container; tags scicode-harness:latest and :<version>."""
+    t0 = time.monotonic()
+    steps: dict[str, float] = {}
+    client = client or docker_client()
+
+    def lap(name: str, since: float) -> float:
+        now = time.monotonic()
+        steps[name] = round(now - since, 1)
+        return now
+
+    with _flock(cache_dir() / "container-build.lock"):
+        t = time.monotonic()
+        base_ref, base_id = ensure_base(client, base_image, progress)
+        t = lap("base", t)
+        data = dataset_files(progress)
+        test_data = test_data_file(progress) if with_test_data else None
+        t = lap("data", t)
+        with tempfile.TemporaryDirectory(prefix="scicode-container-") as tmp:
+            tmp = Path(tmp)
+            project_wheel = None
+            wheelhouse = None
+            if _read_manifest(wheelhouse_dir()) is None:   # cold: the wheel is needed to resolve deps
+                project_wheel = build_project_wheel(tmp / "dist", progress)
+            wheelhouse = ensure_wheelhouse(project_wheel, progress)
+            manifest = _read_manifest(wheelhouse) or {}
+            sandbox_wheels = sandbox_wheelhouse(progress)
+            t = lap("wheelhouse", t)
+            digest = inputs_digest(base_id=base_id, deps_manifest=manifest, data=data, test_data=test_data)
+            if not force:
+                img = find_built(client, digest)
+                if img is not None:
+                    version = _labels(img).get(LABEL_VERSION) or "unknown"
+                    tags = [LATEST, f"{REPOSITORY}:{version}"]
+                    img.tag(REPOSITORY, "latest")
+                    img.tag(REPOSITORY, version)
+                    progress(f"{LATEST} is up to date ({img.short_id}, inputs {digest[:12]})")
+                    return BuildResult(img.id, tags, digest, True, round(time.monotonic() - t0, 1),
+                                       img.attrs.get("Size"), steps)
+            if project_wheel is None:
+                project_wheel = build_project_wheel(tmp / "dist", progress)
+            version = wheel_version(project_wheel)
+            t = lap("project_wheel", t)
+            ctx = tmp / "context"
+            ctx.mkdir()
+            prepare_context(ctx, project_wheel=project_wheel, wheelhouse=wheelhouse, data=data,
+                            test_data=test_data, sandbox_wheels=sandbox_wheels)
+            buildargs = {"BASE_IMAGE": base_ref, "HARNESS_VERSION": version, "INPUTS_DIGEST": digest}
+            previous = _get(client, LATEST)
+            progress(f"building {LATEST} from {base_ref} (network none, inputs {digest[:12]})")
+            image_id = _stream_build(client, ctx, LATEST, buildargs, nocache=force, progress=progress)
+            t = lap("docker_build", t)
+        img = client.images.get(image_id)
+        img.tag(REPOSITORY, version)
+        _prune_install_stages(client)
+        if previous is not None and previous.id != image_id:
+            # the image this build replaced, once it has no tag left (kept while a container uses it)
+            with contextlib.suppress(Exception):
+                previous.reload()
+                if not previous.tags:
+                    client.images.remove(previous.id)
+        smoke(client, image_id)
+        lap("smoke", t)
+        img.reload()
+        seconds = round(time.monotonic() - t0, 1)
+        progress(f"built {LATEST} and {REPOSITORY}:{version} ({image_id[7:19]}, "
+                 f"{(img.attrs.get('Size') or 0) / 1e6:.0f} MB) in {seconds:.0f}s")
+        return BuildResult(image_id, [LATEST, f"{REPOSITORY}:{version}"], digest, False, seconds,
+                           img.attrs.get("Size"), steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.container",
+                                 description="Build the NeMo Evaluator-compatible harness container "
+                                             f"({LATEST}) offline.")
+    ap.add_argument("--force", action="store_true", help="rebuild even if an image with the same inputs exists")
+    ap.add_argument("--base-image", default=None,
+                    help=f"registry base image (e.g. {ONLINE_BASE}) instead of the offline debootstrap base")
+    ap.add_argument("--with-test-data", action="store_true",
+                    help="bake the verified test_data.h5 (about 1 GB) into the image")
+    ap.add_argument("--quiet", "-q", action="store_true", help="print only the image id")
+    args = ap.parse_args(argv)
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(line, flush=True)
+
+    try:
+        res = build(force=args.force, base_image=args.base_image, with_test_data=args.with_test_data,
+                    progress=progress)
+    except ContainerError as e:
+        print(f"container: {e}", file=sys.stderr)
+        return 1
+    if args.quiet:
+        print(res.image_id)
+    else:
+        print(json.dumps({"image": res.image_id, "tags": res.tags, "skipped": res.skipped,
+                          "seconds": res.seconds, "size_mb": round((res.size_bytes or 0) / 1e6),
+                          "steps": res.steps}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
