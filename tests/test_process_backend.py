@@ -2,7 +2,6 @@
 import json
 import logging
 import os
-import resource
 import sys
 import textwrap
 import threading

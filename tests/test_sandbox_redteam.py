@@ -497,7 +497,6 @@ def test_container_removed_from_outside_is_not_a_model_verdict(docker_client, sa
         o = box["o"]
         # never a pass; infra when the daemon no longer knows the container
         assert o.status in ("infra", "error") and o.report is None, o.to_dict()
-        assert o.wall if hasattr(o, "wall") else True
     finally:
         be.close()
     assert cleanup.list_containers(docker_client, run_id) == []

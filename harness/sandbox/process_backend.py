@@ -52,7 +52,6 @@ import json
 import logging
 import math
 import os
-import resource
 import selectors
 import shutil
 import signal
