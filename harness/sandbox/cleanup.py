@@ -35,6 +35,16 @@ L_JOB = PREFIX + "job"
 L_HOST = PREFIX + "host"
 L_PID = PREFIX + "pid"
 L_PID_START = PREFIX + "pid-start"
+L_PIDNS = PREFIX + "pidns"
+
+
+def pid_namespace() -> str:
+    """This process's PID namespace (a harness in a container with --network host shares
+    the host's hostname, so hostname + pid alone would mistake the other side's runs)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def process_start(pid: int) -> Optional[str]:
@@ -52,7 +62,7 @@ def process_start(pid: int) -> Optional[str]:
 def owner_labels() -> dict:
     pid = os.getpid()
     return {L_SANDBOX: "1", L_HOST: socket.gethostname(), L_PID: str(pid),
-            L_PID_START: process_start(pid) or ""}
+            L_PID_START: process_start(pid) or "", L_PIDNS: pid_namespace()}
 
 
 def container_labels(run_id: str, job_id: str) -> dict:
@@ -64,6 +74,8 @@ def container_labels(run_id: str, job_id: str) -> dict:
 def owner_alive(labels: dict) -> Optional[bool]:
     """True/False for an owner on this host; None when it ran elsewhere (cannot tell)."""
     if labels.get(L_HOST) != socket.gethostname():
+        return None
+    if labels.get(L_PIDNS, "") != pid_namespace():  # same hostname, other PID namespace
         return None
     try:
         pid = int(labels.get(L_PID, ""))
