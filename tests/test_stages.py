@@ -88,3 +88,23 @@ def test_score_denominators_and_chains():
     # a missing verdict is a generation error, counted as such
     sc = score.score(probs, {}, 1)
     assert sc.counts["gen_error"] == 4 and sc.steps == 0.0
+
+
+def test_junit_and_fail_under(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    import pytest
+
+    from harness import report
+    from harness.cli_eval import parse_fail_under
+    recs = [{"problem_id": "1", "step_id": "1.1", "sample": 0, "status": "pass", "duration": 0.5},
+            {"problem_id": "1", "step_id": "1.2", "sample": 0, "status": "fail", "error": "AssertionError"},
+            {"problem_id": "2", "step_id": "2.1", "sample": 0, "status": "timeout", "duration": 3}]
+    report.write_junit(tmp_path / "j.xml", recs)
+    suite = ET.parse(tmp_path / "j.xml").getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "1")
+    assert [tc.get("name") for tc in suite] == ["1.1[sample 0]", "1.2[sample 0]", "2.1[sample 0]"]
+    assert parse_fail_under("steps=0.3,problems=0.1") == {"steps": 0.3, "problems": 0.1}
+    assert parse_fail_under(None) == {}
+    with pytest.raises(ValueError):
+        parse_fail_under("lines=3")
