@@ -124,9 +124,11 @@ def test_resume_requests_nothing_twice(problem_set, tmp_path, sandbox_image):
         second = ep2.count
     # every step of every chain was requested exactly once over both runs (6 prompts)...
     assert first + second <= 6 + 1  # +1: a request in flight at the interrupt may be repeated
-    with FakeEndpoint(answer) as ep3:
-        p = subprocess.run(args + ["--url", ep3.url], capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0 and ep3.count == 0  # ...and a finished run requests nothing
+    with FakeEndpoint(answer) as ep3:  # ...and a finished run requests nothing
+        p = subprocess.run(args + ["--url", ep3.url, "--junit-xml", str(tmp_path / "junit.xml"),
+                                   "--fail-under", "steps=0.9"], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 3 and ep3.count == 0, p.stderr  # 5/6 steps < 0.9
+    assert (tmp_path / "junit.xml").read_text().count("<testcase") == 6
     data = json.loads(next((out / "scicode_results").glob("*.json")).read_text())
     assert data["steps_pass@1"] == pytest.approx((1 + 2 / 3) / 2)
 
