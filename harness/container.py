@@ -43,12 +43,12 @@ import sys
 import tarfile
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from harness.paths import cache_dir
+from harness.dataset import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -70,16 +70,7 @@ METADATA_PREFIX = "opt/metadata/"
 METADATA_LAYER_LIMIT = 100 * 1024   # nemo-evaluator-launcher only reads layers smaller than this
 TASKS = ("scicode", "scicode_background", "scicode_aa_v2", "aa_scicode")
 
-# Wheels for the image's interpreter (CPython 3.11, glibc x86_64), whatever the host runs.
-PIP_PLATFORM_ARGS = (
-    "--only-binary=:all:",
-    "--platform", "manylinux_2_28_x86_64",
-    "--platform", "manylinux_2_17_x86_64",
-    "--platform", "manylinux2014_x86_64",
-    "--python-version", "3.11",
-    "--implementation", "cp",
-    "--abi", "cp311",
-)
+from harness.image import PIP_PLATFORM_ARGS  # noqa: E402  (wheels for the image's CPython 3.11)
 
 Progress = Callable[[str], None]
 
@@ -101,12 +92,7 @@ class BuildResult:
 
 # ---------------------------------------------------------------- hashing
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256_file = sha256_file
 
 
 def _ignored(p: Path) -> bool:

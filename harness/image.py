@@ -33,6 +33,7 @@ from typing import Callable
 
 import harness
 from harness.paths import cache_dir
+from harness.dataset import sha256_file
 
 IMAGE_DIR = Path(os.environ.get("SCICODE_HARNESS_IMAGE_DIR")
                  or Path(__file__).resolve().parent.parent / "sandbox_image")
@@ -237,12 +238,7 @@ def _build_lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256_file = sha256_file
 
 
 def _last_line(text: str, default: str = "") -> str:

@@ -11,7 +11,6 @@ $SCICODE_TEST_DATA, else the cached download.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import ssl
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from harness.paths import cache_dir
+from harness.dataset import sha256_file
 
 TEST_DATA_NAME = "test_data.h5"
 TEST_DATA_SHA256 = "48b0272a88b17dbd29777c217e1b4fb2b019b92e11cc2add847409db9541b890"
@@ -65,12 +65,7 @@ def http_client(timeout: float = 60.0, **kwargs):
     return httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)), **kwargs)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_sha256 = sha256_file
 
 
 # ---------------------------------------------------------------- verified-stamp

@@ -2,7 +2,6 @@
 sandbox -> results.yml, on a small problem set this test writes itself. Scores are exact."""
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -173,7 +172,7 @@ def test_bad_input_fails_fast(problem_set, tmp_path):
         assert ep.count == 0  # nothing was generated
 
 
-def test_test_split_without_test_data_fails_fast(tmp_path, monkeypatch):
+def test_test_split_without_test_data_fails_fast(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SCICODE_TEST_DATA"}
     with FakeEndpoint(answer) as ep:
         p = subprocess.run([str(BIN / "scicode_eval"), "--model", "m", "--url", ep.url, "--split", "test",

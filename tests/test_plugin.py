@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 NE = str(Path(sys.executable).with_name("nemo-evaluator"))

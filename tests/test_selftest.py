@@ -1,7 +1,6 @@
 """Issue 5's end-to-end checks on real dev data in Docker: gold answers score 1.0 through
 nemo-evaluator; wrong answers ~0; answers that exit early score 0; answers that sleep time out."""
 import json
-import os
 import subprocess
 import sys
 import threading
