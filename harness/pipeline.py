@@ -44,6 +44,7 @@ class Run:
     backend: Any = None
     sampling: dict = field(default_factory=dict)
     records: list = field(default_factory=list)
+    test_data_id: str = ""
     h5_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -121,10 +122,12 @@ def prepare(args) -> Run:
         problems = problems[: args.limit_samples]
     test_data = resolve_test_data(args, split)
     check_test_data(test_data, problems)
+    from harness.dataset import sha256_file
     cfg = gen_config(args)
     limits = Limits(timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus)
     run = Run(args=args, problems=problems, split=split, test_data=test_data, gen_cfg=cfg,
-              template=template, regex=regex, limits=limits, out=Path(args.output_dir))
+              template=template, regex=regex, limits=limits, out=Path(args.output_dir),
+              test_data_id=sha256_file(test_data))
     run.sampling = dict(cfg.sampling_params(), template=tname, regex=regex, prefill=args.prefill)
     return run
 
@@ -210,13 +213,16 @@ class Engine:
     def _execute_sync(self, cand, problem) -> dict:
         run = self.run
         step = problem["sub_steps"][cand.index]
-        targets = self._targets(cand.step_id, len(step["test_cases"]))
-        job = assemble.build_job(cand, problem, targets, run.limits)
-        key = make_key(code=job.code, tests=job.tests, targets=job.targets,
-                          image=run.backend.image, backend=run.backend.name,
-                          limits=[run.limits.timeout, run.limits.memory, run.limits.cpus])
+        # targets are named by the data file's hash and the step, so keys never copy large arrays
+        key = make_key(code=assemble.program(problem["required_dependencies"], cand.chain, cand.code),
+                       tests=step["test_cases"], targets=[run.test_data_id, cand.step_id],
+                       image=run.backend.image, backend=run.backend.name,
+                       limits=[run.limits.timeout, run.limits.memory, run.limits.cpus])
         rec = self.verdicts.get(key)
         if rec is None:
+            targets = self._targets(cand.step_id, len(step["test_cases"]))
+            job = assemble.build_job(cand, problem, targets, run.limits)
+            del targets  # only the encoded copy travels on
             for _ in range(1 + INFRA_RETRIES):
                 outcome = run.backend.run(job)
                 if outcome.status != "infra":
