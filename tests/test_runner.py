@@ -328,3 +328,16 @@ def test_unprintable_exception_is_still_reported():
     rc, _, _, rep = run_direct(tjob(code, ["raise E()"]))
     assert rc == 1 and rep["completed"] and rep["tests"][0]["status"] == "error"
     assert "unprintable E" in rep["tests"][0]["error"]
+
+
+def test_payload_chunks_equal_payload():
+    import numpy as np
+
+    from harness import codec
+    from harness.sandbox import Job
+    from harness.sandbox.runner import payload, payload_chunks
+    job = Job(code="x = 1\n", tests=["assert x == target"],
+              targets=[codec.encode(np.arange(300_000.0)), codec.encode((1, "a\nb", 2.5))])
+    chunks = list(payload_chunks(job, "M", size=1000))
+    assert len(chunks) >= 2 and b"".join(chunks) == payload(job, "M")
+    assert b"".join(payload_chunks(Job(code="print(1)"), "M")) == payload(Job(code="print(1)"), "M")

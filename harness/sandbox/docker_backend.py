@@ -45,7 +45,7 @@ from typing import Optional
 from harness.sandbox import Backend, Job, Limits, Outcome, SandboxUnavailable
 from harness.sandbox import cleanup
 from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, new_marker,
-                                    parse_size, payload, runner_argv)
+                                    parse_size, payload_chunks, runner_argv)
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +441,8 @@ class DockerBackend(Backend):
         try:
             raw.settimeout(max(deadline - time.monotonic(), 0.001))
             try:
-                raw.sendall(payload(job, marker))
+                for part in payload_chunks(job, marker):
+                    raw.sendall(part)
                 if not slot.tls:
                     try:
                         raw.shutdown(socket.SHUT_WR)

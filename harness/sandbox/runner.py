@@ -288,6 +288,23 @@ def payload(job, marker: str) -> bytes:
     return text.encode("ascii")
 
 
+def payload_chunks(job, marker: str, size: int = 1 << 20):
+    """The same bytes as payload(), in pieces of about `size`: large targets are never
+    held as one JSON text plus its bytes at once (the harness's peak memory)."""
+    obj = {"code": job.code, "tests": None if job.tests is None else list(job.tests),
+           "targets": job.targets, "record": bool(job.record), "marker": marker}
+    buf, n = [], 0
+    for piece in json.JSONEncoder(ensure_ascii=True, allow_nan=False).iterencode(obj):
+        data = piece.encode("ascii")
+        buf.append(data)
+        n += len(data)
+        if n >= size:
+            yield b"".join(buf)
+            buf, n = [], 0
+    buf.append(b"\n")
+    yield b"".join(buf)
+
+
 def parse_report(stdout: str, marker: str) -> Optional[dict]:
     """The last report line in stdout, or None if absent or unreadable."""
     idx = stdout.rfind(marker)
