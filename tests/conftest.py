@@ -28,6 +28,17 @@ def sandbox_image(docker_client):
     return found
 
 
+@pytest.fixture(scope="session")
+def dev_problems():
+    """The verified dev split, pulled into the cache if missing."""
+    from harness import dataset
+    try:
+        return dataset.load_problems("dev")
+    except dataset.DataError:
+        dataset.pull()
+        return dataset.load_problems("dev")
+
+
 @pytest.fixture()
 def tmp_cache(tmp_path, monkeypatch):
     """An empty harness cache for tests that must not touch the user's."""

@@ -15,16 +15,6 @@ from harness import reference as R
 
 
 @pytest.fixture(scope="session")
-def dev_problems():
-    from harness import dataset
-    try:
-        return dataset.load_problems("dev")
-    except dataset.DataError:
-        dataset.pull()
-        return dataset.load_problems("dev")
-
-
-@pytest.fixture(scope="session")
 def dev_index(dev_problems):
     return R.StepIndex(dev_problems)
 

@@ -17,16 +17,6 @@ from harness.sandbox import Backend, Job, Outcome
 
 # ------------------------------------------------------------------ fixtures
 
-@pytest.fixture(scope="session")
-def dev_problems():
-    from harness import dataset
-    try:
-        return dataset.load_problems("dev")
-    except dataset.DataError:
-        dataset.pull()
-        return dataset.load_problems("dev")
-
-
 class LocalRunner(Backend):
     """The real in-sandbox runner program run as a plain local subprocess (no isolation);
     enough to exercise the build logic on the small trusted fixtures below."""
