@@ -25,7 +25,10 @@ sandboxed execution of the same candidates with the same targets.
   and raise (gold code then a RuntimeError at module level). By default `wrong` skips
   the 8 heaviest steps (their run time is the same computation as gold on both sides;
   --wrong-all includes them).
-* Both sides run the candidates in NVIDIA's order (see nv_order).
+* NVIDIA's side runs the candidates in its own order (see nv_order); ours submits
+  them in that order to the pipeline's priority pool, which starts the longest
+  expected step first (harness.schedule; the history comes from earlier runs or
+  `targets build`). `--fifo` keeps NVIDIA's order on our side too.
 * Two groups are timed separately, each NVIDIA vs ours: the gold run's candidates
   (what `scicode_eval` generates against the reference endpoint: the headline
   figure) and the failing answers (wrong, exit, raise). RESULTS.md shows both and
@@ -236,12 +239,19 @@ def run_nvidia(py: Path, cands: list[dict], workers: int, targets: Path, tag: st
 
 
 # ------------------------------------------------------------------------ our side
-def run_ours(cands: list[dict], workers: int, targets: Path, tag: str, backend: str = "docker") -> dict:
+def run_ours(cands: list[dict], workers: int, targets: Path, tag: str, backend: str = "docker",
+             fifo: bool = False) -> dict:
+    """Our execution as `scicode_eval` does it: the pipeline's priority pool, longest
+    expected step first by the step-duration history in the harness cache (what any
+    earlier run or `targets build` left there; read, never written here), else FIFO."""
     from harness import assemble, h5targets
     from harness.sandbox import Limits
     from harness.sandbox.select import get_backend
+    from harness.schedule import History, PriorityPool
     lock = threading.Lock()
     limits = Limits()           # the pipeline's defaults: 1800 s, 4g, 1 CPU
+    history = History()
+    known = sum(history.expect(c["step_id"]) is not None for c in cands)
 
     def one(c):
         p = c["problem"]
@@ -259,16 +269,18 @@ def run_ours(cands: list[dict], workers: int, targets: Path, tag: str, backend: 
     with LoadSampler() as load:
         be = get_backend(backend, workers=workers, limits=limits)
         t_open = time.monotonic() - t0
+        pool = PriorityPool(workers, name="bench")
         try:
-            with ThreadPoolExecutor(workers) as ex:
-                res = list(ex.map(one, cands))
+            futs = [pool.submit(0.0 if fifo else history.priority(c["step_id"]), one, c) for c in cands]
+            res = [f.result() for f in futs]
         finally:
+            pool.shutdown(cancel_futures=True)
             t1 = time.monotonic()
             be.close()
             t_close = time.monotonic() - t1
     wall = time.monotonic() - t0
     return {"wall": wall, "open": t_open, "close": t_close, "verdicts": {k: v for k, v, _ in res},
-            "durations": {k: d for k, _, d in res},
+            "durations": {k: d for k, _, d in res}, "history_known": 0 if fifo else known,
             "job_seconds": sum(d for _, _, d in res), "load": load.summary()}
 
 
@@ -295,7 +307,7 @@ def compare(cands, nv: dict, ours: dict) -> dict:
 GROUPS = (("gold run", ("gold",)), ("failing answers", ("wrong", "exit", "raise")))
 
 
-def run(workers: int = 2, rounds: int = 1, modes=MODES, wrong_all: bool = False) -> dict:
+def run(workers: int = 2, rounds: int = 1, modes=MODES, wrong_all: bool = False, fifo: bool = False) -> dict:
     """Time each group of candidates separately (the gold run's code; the failing
     answers), NVIDIA and ours alternated per round; compare verdicts over all."""
     from harness.paths import targets_path
@@ -312,7 +324,7 @@ def run(workers: int = 2, rounds: int = 1, modes=MODES, wrong_all: bool = False)
         sub = [c for c in cands if c["mode"] in gmodes]
         if not sub:
             continue
-        sub = nv_order(sub, gname.split()[0])   # both sides run them in NVIDIA's order
+        sub = nv_order(sub, gname.split()[0])   # NVIDIA's order; ours reorders by expected duration
         nvs, ours = [], []
         for r in range(rounds):
             order = ("nv", "ours") if r % 2 == 0 else ("ours", "nv")
@@ -322,7 +334,7 @@ def run(workers: int = 2, rounds: int = 1, modes=MODES, wrong_all: bool = False)
                     nvs.append(run_nvidia(py, sub, workers, targets, tag))
                     log(f"  {gname}: NVIDIA test_code {nvs[-1]['wall']:.1f}s")
                 else:
-                    ours.append(run_ours(sub, workers, targets, tag))
+                    ours.append(run_ours(sub, workers, targets, tag, fifo=fifo))
                     log(f"  {gname}: ours (docker) {ours[-1]['wall']:.1f}s")
         stable_nv &= all(n["verdicts"] == nvs[0]["verdicts"] for n in nvs)
         stable_ours &= all(o["verdicts"] == ours[0]["verdicts"] for o in ours)
@@ -335,6 +347,7 @@ def run(workers: int = 2, rounds: int = 1, modes=MODES, wrong_all: bool = False)
                        "nv_script_overhead": median(n["script_overhead"] for n in nvs),
                        "ours_open": median(o["open"] for o in ours), "ours_close": median(o["close"] for o in ours),
                        "ours_job_seconds": median(o["job_seconds"] for o in ours),
+                       "history_known": ours[0]["history_known"],
                        "nv_script_seconds": median(n["script_seconds"] for n in nvs),
                        "per_candidate": _per_candidate(sub, nvs[0]["durations"], ours[0]["durations"]),
                        "loads": [x["load"] for x in nvs + ours]})
@@ -348,7 +361,7 @@ def run(workers: int = 2, rounds: int = 1, modes=MODES, wrong_all: bool = False)
     nv_all = sum(g["nv_wall"] for g in groups)
     ours_all = sum(g["ours_wall"] for g in groups)
     res = {"workers": workers, "rounds": rounds, "n": len(cands), "modes": list(modes),
-           "wrong_all": wrong_all, "nv_env": nv_versions(py), "groups": groups,
+           "wrong_all": wrong_all, "fifo": fifo, "nv_env": nv_versions(py), "groups": groups,
            "nv_wall": nv_all, "ours_wall": ours_all, "ratio_all": ours_all / nv_all,
            "compare": cmp, "by_mode": by_mode, "stable_nv": stable_nv, "stable_ours": stable_ours}
     gold = next((g for g in groups if g["modes"] == ["gold"]), None)
@@ -416,9 +429,10 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--wrong-all", action="store_true", help="wrong answers for the heavy steps too")
+    ap.add_argument("--fifo", action="store_true", help="ours in NVIDIA's order, without the priority pool")
     a = ap.parse_args(argv)
     t = time.monotonic()
-    res = run(a.workers, a.rounds, [m for m in a.modes.split(",") if m], a.wrong_all)
+    res = run(a.workers, a.rounds, [m for m in a.modes.split(",") if m], a.wrong_all, a.fifo)
     print(res["markdown"])
     log(f"vs_nvidia took {time.monotonic() - t:.0f}s")
 

@@ -7,12 +7,11 @@ import os
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from harness import assemble, dataset, prompts, report, score
+from harness import assemble, dataset, prompts, report, schedule, score
 from harness.store import make_key
 from harness.progress import Progress
 
@@ -153,7 +152,8 @@ class Engine:
         self.gens = Store(cache / "generations.jsonl")
         self.verdicts = Store(cache / "verdicts.jsonl")
         self.client = Client(run.gen_cfg)
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
+        self.history = schedule.History()   # longest expected job first
+        self.pool = schedule.PriorityPool(workers, name="sandbox")
         self.exec_tasks: list[asyncio.Future] = []
         bg = "with_background" if run.args.with_background else "without_background"
         name = report.model_short(run.args.model)
@@ -231,6 +231,8 @@ class Engine:
                 raise InfraError(f"sandbox failure on {cand.step_id} (sample {cand.sample}): "
                                  f"{(outcome.stderr or '').strip()[-300:]}")
             status, tests = assemble.verdict(outcome)
+            if status in ("pass", "fail"):   # the tests ran: a fair measure of the step's cost
+                self.history.record(cand.step_id, outcome.duration)
             rec = {"status": status, "tests": tests, "error": assemble.error_summary(outcome, tests),
                    "exit_code": outcome.exit_code, "duration": round(outcome.duration, 3),
                    "stdout_tail": outcome.stdout[-2000:], "stderr_tail": outcome.stderr[-2000:],
@@ -241,8 +243,8 @@ class Engine:
         return dict(rec, problem_id=cand.problem_id, step_id=cand.step_id, sample=cand.sample, key=key)
 
     async def execute(self, cand, problem) -> None:
-        loop = asyncio.get_running_loop()
-        rec = await loop.run_in_executor(self.pool, self._execute_sync, cand, problem)
+        fut = self.pool.submit(self.history.priority(cand.step_id), self._execute_sync, cand, problem)
+        rec = await asyncio.wrap_future(fut)
         self.run.records.append(rec)
         self.progress.executed(rec["status"])
 
@@ -282,6 +284,7 @@ def run(args) -> int:
         raise UserError(f"stopped: {e}; finished work is kept, rerun to resume") from None
     finally:
         engine.pool.shutdown(wait=False, cancel_futures=True)
+        engine.history.save()
         run_.backend.close()
     return finish(run_, time.time() - t0)
 

@@ -23,12 +23,13 @@ import os
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
+
+from harness.schedule import History, PriorityPool
 
 RECORD = "__scicode_record__"
 TARGET = "target"
@@ -681,12 +682,16 @@ def build(split: str = "dev", out: Optional[Path] = None, problems_path: Optiona
     done = [0]
     total = len(plans) * runs
 
+    history = History()   # longest expected step first; gold-code times seed later runs
+
     def run_one(plan: StepPlan, run: int):
         job = Job(code=plan.code, tests=plan.job_tests(), targets=None, record=True, limits=limits)
         start = time.monotonic()
         try:
             outcome = be.run(job)
             res = _interpret(plan, outcome)
+            if not res[1]:
+                history.record(plan.step_id, outcome.duration)
         except Exception as e:  # infrastructure problem: report, do not hide
             msg = f"sandbox error: {type(e).__name__}: {e}"
             res = ([("fail", msg)] * len(plan.tests), msg)
@@ -697,12 +702,14 @@ def build(split: str = "dev", out: Optional[Path] = None, problems_path: Optiona
             say(f"  [{done[0]}/{total}] {plan.step_id} run {run + 1}: "
                 f"{'ok' if not nfail else f'{nfail} failed'} ({time.monotonic() - start:.1f}s)")
 
+    pool = PriorityPool(nworkers, name="targets")
     try:
-        with ThreadPoolExecutor(max_workers=nworkers) as pool:
-            futs = [pool.submit(run_one, p, r) for r in range(runs) for p in plans]
-            for f in futs:
-                f.result()
+        futs = [pool.submit(history.priority(p.step_id), run_one, p, r) for r in range(runs) for p in plans]
+        for f in futs:
+            f.result()
     finally:
+        pool.shutdown(cancel_futures=True)
+        history.save()
         if owned:
             be.close()
 

@@ -42,7 +42,7 @@ import time
 import uuid
 from typing import Optional
 
-from harness.sandbox import Backend, Job, Limits, Outcome, SandboxUnavailable
+from harness.sandbox import JOB_ENV, Backend, Job, Limits, Outcome, SandboxUnavailable
 from harness.sandbox import cleanup
 from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, new_marker,
                                     parse_size, payload_chunks, runner_argv)
@@ -52,8 +52,7 @@ log = logging.getLogger(__name__)
 FALLBACK_IMAGE = "scicode-sandbox:latest"
 FALLBACK_PATH = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NONROOT_USER = "65534:65534"
-ENV = {"HOME": "/tmp", "TZ": "UTC", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
-       "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+ENV = dict(JOB_ENV, HOME="/tmp")
 NOFILE = 1024
 KILL_GRACE = 10.0          # seconds allowed for the daemon to report a finished container
 READ_CHUNK = 1 << 16

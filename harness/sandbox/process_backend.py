@@ -6,8 +6,9 @@ is configured) started in its own session, with:
 * rlimits: address space = the memory limit, CPU seconds = timeout + 1, file
   size, open files (1024), core dumps 0, and processes (see below);
 * a private scratch directory as cwd, HOME and TMPDIR, removed afterwards;
-* an environment made only of HOME, TMPDIR, TZ=UTC, PYTHONHASHSEED=0, one
-  BLAS/OpenMP thread, MPLBACKEND=Agg and a minimal PATH;
+* an environment made only of HOME, TMPDIR, a minimal PATH and
+  ``harness.sandbox.JOB_ENV`` (TZ=UTC, PYTHONHASHSEED=0, one BLAS/OpenMP thread,
+  MPLBACKEND=Agg, malloc settings);
 * output caps (head + tail per stream, like the Docker backend);
 * a host-side deadline, after which the whole process group is SIGKILLed;
 * where the kernel allows, ``unshare`` gives the job a private network namespace
@@ -62,7 +63,7 @@ import threading
 import time
 from typing import Optional
 
-from harness.sandbox import Backend, Job, Limits, Outcome
+from harness.sandbox import JOB_ENV, Backend, Job, Limits, Outcome
 from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, new_marker,
                                     parse_size, payload, runner_argv)
 
@@ -248,9 +249,7 @@ class ProcessBackend(Backend):
 
     def _env(self, home: str) -> dict:
         bindir = os.path.dirname(os.path.abspath(self.python))
-        return {"HOME": home, "TMPDIR": home, "TZ": "UTC", "PYTHONHASHSEED": "0",
-                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                "MPLBACKEND": "Agg", "PATH": f"{bindir}:/usr/bin:/bin"}
+        return dict(JOB_ENV, HOME=home, TMPDIR=home, PATH=f"{bindir}:/usr/bin:/bin")
 
     # ---- running -----------------------------------------------------------------------
 
