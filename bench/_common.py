@@ -265,6 +265,27 @@ def run_eval(args: list[str], out: Path, *, env: Optional[dict] = None, poll: fl
     return res
 
 
+def ensure_history(workers: int = 2) -> int:
+    """Make sure the step-duration history knows every dev step, so timed runs all start
+    from the same schedule (longest expected step first). Missing steps are learned by
+    one untimed gold dev run in the Docker sandbox, as a user's first run would. Returns
+    how many steps were missing."""
+    from harness import dataset
+    from harness.schedule import History
+    steps = [s["step_number"] for p in dataset.load_problems("dev") for s in p["sub_steps"]
+             if s["step_number"] not in dataset.SKIPPED_STEPS]
+    h = History()
+    missing = [s for s in steps if h.expect(s) is None]
+    if missing:
+        log(f"step history lacks {len(missing)} dev step(s): one untimed gold run to learn them")
+        with reference_server("gold") as url:
+            r = run_eval(["--model", "scicode-reference", "--url", url, "--split", "dev", "--sandbox", "docker",
+                          "--eval-threads", str(workers)], fresh_dir("history-seed"))
+        if r["rc"] != 0:
+            raise SystemExit(f"seeding the step history failed (rc {r['rc']}): {r['stderr'][-1000:]}")
+    return len(missing)
+
+
 def counts(records: list[dict]) -> dict:
     c: dict[str, int] = {}
     for r in records:

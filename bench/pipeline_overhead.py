@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (LoadSampler, counts, fmt_mb, fresh_dir, log, median, reference_server,  # noqa: E402
+from _common import (LoadSampler, counts, ensure_history, fmt_mb, fresh_dir, log, median, reference_server,  # noqa: E402
                      run_eval, write_json, RUNS)
 
 GOAL = 1.05
@@ -88,6 +88,7 @@ def one_run(url: str, backend: str, workers: int, concurrency: int, tag: str) ->
 
 
 def run(rounds: int = 2, workers: int = 2, concurrency: int = 16) -> dict:
+    ensure_history(workers)   # every timed run starts from the same schedule
     runs = []
     with reference_server("gold") as url:
         for i in range(rounds):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import heapq
+import itertools
 import json
 import logging
 import math
@@ -358,6 +360,36 @@ def _headers(cfg: GenConfig) -> dict:
     return h
 
 
+class _Slots:
+    """Request slots (each naming a connection pool); a freed slot goes to the waiter
+    with the highest priority, ties first come first served."""
+
+    def __init__(self, pools: list):
+        self.free = list(pools)
+        self.waiters: list = []
+        self.seq = itertools.count()
+
+    async def acquire(self, priority: float = 0.0):
+        if self.free and not self.waiters:
+            return self.free.pop()
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.waiters, (-priority, next(self.seq), fut))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(fut.result())   # handed over just as we were cancelled
+            raise
+
+    def release(self, pool) -> None:
+        while self.waiters:
+            _, _, fut = heapq.heappop(self.waiters)
+            if not fut.done():
+                fut.set_result(pool)
+                return
+        self.free.append(pool)
+
+
 class Client:
     """Async chat-completions client. Create and use it inside one event loop::
 
@@ -390,9 +422,7 @@ class Client:
         else:
             kwargs["verify"] = ssl_verify()  # one context shared by all pools
         self._pools = [httpx.AsyncClient(**kwargs) for _ in range(n_pools)]
-        self._slots: "asyncio.Queue[httpx.AsyncClient]" = asyncio.Queue()
-        for i in range(cfg.concurrency):
-            self._slots.put_nowait(self._pools[i % n_pools])
+        self._slots = _Slots([self._pools[i % n_pools] for i in range(cfg.concurrency)])
         self.stats = {"requests": 0, "retries": 0, "ok": 0, "failed": 0}
 
     async def __aenter__(self) -> "Client":
@@ -456,16 +486,18 @@ class Client:
             raise _Retryable(message, parse_retry_after(resp.headers.get("retry-after")), status)
         raise _Fatal(message, status)
 
-    async def complete(self, prompt: str, seed: int) -> GenResult:
+    async def complete(self, prompt: str, seed: int, priority: float = 0.0) -> GenResult:
         """One chat completion with retries. Never raises for transport or HTTP
-        errors (cancellation still propagates)."""
+        errors (cancellation still propagates). When all request slots are busy, the
+        waiting request with the highest `priority` is sent next (the pipeline passes
+        its chain's remaining steps, so the longest chains never wait behind short ones)."""
         body = self.request_body(prompt, seed)
         result = GenResult()
         start: Optional[float] = None
         total = self.cfg.max_retries + 1
         for attempt in range(total):
             result.attempts = attempt + 1
-            http = await self._slots.get()  # a slot is held only while on the wire
+            http = await self._slots.acquire(priority)  # a slot is held only while on the wire
             if start is None:
                 start = time.monotonic()  # latency excludes queueing for the first slot
             self.stats["requests"] += 1
@@ -475,7 +507,7 @@ class Client:
             except (_Fatal, _Retryable) as e:
                 failure = e
             finally:
-                self._slots.put_nowait(http)
+                self._slots.release(http)
             if failure is None:
                 result.text, result.usage, result.finish_reason = text, usage, finish
                 result.ok, result.error, result.status = True, None, status

@@ -175,7 +175,8 @@ class Engine:
             key = make_key(model=run.args.model, prompt=prompt, sample=sample, sampling=run.sampling)
             rec = self.gens.get(key)
             if rec is None:
-                res = await self.client.complete(prompt, seed=sample)
+                # the chain with the most steps left goes first: it bounds the run's length
+                res = await self.client.complete(prompt, seed=sample, priority=len(steps) - idx)
                 if not res.ok:
                     self._gen_failed(problem, idx, sample, res.error)
                     return

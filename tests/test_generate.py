@@ -442,3 +442,31 @@ def test_many_in_flight_across_pools():
         results = run(go(ep.url))
         assert all(r.ok for r in results) and ep.count == 30
         assert ep.max_in_flight == 10
+
+
+def test_request_slots_go_to_the_highest_priority_waiter():
+    from harness.generate import _Slots
+
+    async def scenario():
+        slots = _Slots(["pool"])
+        held = await slots.acquire(0)
+        order = []
+
+        async def want(name, prio):
+            pool = await slots.acquire(prio)
+            order.append(name)
+            await asyncio.sleep(0)
+            slots.release(pool)
+
+        tasks = [asyncio.create_task(want(n, p)) for n, p in
+                 [("short", 1), ("long", 11), ("mid", 5), ("mid2", 5)]]
+        doomed = asyncio.create_task(want("cancelled", 99))
+        await asyncio.sleep(0)
+        doomed.cancel()
+        await asyncio.sleep(0)
+        slots.release(held)
+        await asyncio.gather(*tasks)
+        assert order == ["long", "mid", "mid2", "short"]
+        assert slots.free == ["pool"] and not [w for w in slots.waiters if not w[2].done()]
+
+    asyncio.run(scenario())
