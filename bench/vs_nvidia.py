@@ -48,12 +48,11 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, RUNS, LoadSampler, ensure_history, fresh_dir, log, median, write_json  # noqa: E402
+from _common import RUNS, LoadSampler, ensure_history, fresh_dir, log, median, write_json  # noqa: E402
 
 NV_VERSION = "26.3"
 NV_VENV = RUNS / "nv-venv"

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness.paths import cache_dir
+from harness.paths import cache_dir, prune_siblings
 from harness.dataset import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,6 +227,8 @@ def ensure_wheelhouse(project_wheel: Path | None, progress: Progress = print) ->
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
+        for old in prune_siblings(target):   # one wheelhouse per lock: drop the others
+            progress(f"removed the outdated wheelhouse {old}")
         progress(f"dependency wheelhouse {target}: {len(manifest)} wheels")
         return target
     finally:

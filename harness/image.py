@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import harness
-from harness.paths import cache_dir
+from harness.paths import cache_dir, prune_siblings
 from harness.dataset import sha256_file
 
 IMAGE_DIR = Path(os.environ.get("SCICODE_HARNESS_IMAGE_DIR")
@@ -450,6 +450,8 @@ def ensure_wheelhouse(progress: Progress = print) -> Path:
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
+        for old in prune_siblings(target):   # one wheelhouse per lock: drop the others
+            progress(f"removed the outdated wheelhouse {old}")
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)

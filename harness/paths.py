@@ -1,5 +1,6 @@
 """Where the harness keeps its cache (dataset, wheelhouse, targets)."""
 import os
+import shutil
 from pathlib import Path
 
 ENV_CACHE = "SCICODE_HARNESS_CACHE"
@@ -16,3 +17,27 @@ def cache_dir() -> Path:
 def targets_path(split: str = "dev") -> Path:
     """Where `scicode-harness targets build` keeps regenerated targets by default."""
     return cache_dir() / "targets" / f"{split}.h5"
+
+
+def prune_siblings(keep: Path) -> list[Path]:
+    """Remove the other versions next to a freshly made cache entry (e.g. older
+    wheelhouses, one per lock); hidden staging directories are left alone."""
+    gone = []
+    for p in keep.parent.iterdir():
+        if p != keep and p.is_dir() and not p.name.startswith("."):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+    return gone
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temp file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

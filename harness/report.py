@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from harness.paths import write_text_atomic
 from harness.score import Scores, stderr
 
 
@@ -16,13 +16,6 @@ def model_short(model: str) -> str:
 def results_path(output_dir: Path, model: str, with_background: bool) -> Path:
     bg = "with_background" if with_background else "without_background"
     return Path(output_dir) / "scicode_results" / f"{model_short(model)}_{bg}.json"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_results(path: Path, sc: Scores, meta: dict) -> dict:
@@ -43,12 +36,12 @@ def write_results(path: Path, sc: Scores, meta: dict) -> dict:
         "nvidia_26_3_equivalent": sc.nvidia,
         "run": meta,
     }
-    _atomic_write(path, json.dumps(data, indent=2))
+    write_text_atomic(path, json.dumps(data, indent=2))
     return data
 
 
 def write_records(path: Path, records: list[dict]) -> None:
-    _atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def write_junit(path: Path, records: list[dict], name: str = "scicode") -> None:

@@ -58,10 +58,7 @@ class History:
                 return
             merged = dict(self._load(), **self.seen)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps(merged, indent=0, sort_keys=True), encoding="utf-8")
-            tmp.replace(self.path)
+            paths.write_text_atomic(self.path, json.dumps(merged, indent=0, sort_keys=True))
         except OSError:
             pass
 

@@ -22,10 +22,7 @@ docker tests build the image offline through harness.container.build() and then:
 from __future__ import annotations
 
 import base64
-import json
-import os
 import re
-import shlex
 import threading
 import time
 import uuid
@@ -210,7 +207,7 @@ def test_launcher_dry_run_renders_aa_v2(docker_client, harness_image):
 
 
 def _watch_sandboxes(client, host_label, seen, stop):
-    flt = {"label": [f"org.scicode-harness.sandbox=1", f"org.scicode-harness.host={host_label}"]}
+    flt = {"label": ["org.scicode-harness.sandbox=1", f"org.scicode-harness.host={host_label}"]}
     while not stop.is_set():
         try:
             for c in client.api.containers(all=True, filters=flt):

@@ -247,3 +247,14 @@ def test_build_path_end_to_end_with_a_mini_lock(client, built, tmp_path, monkeyp
     # the real image still answers to the real lock
     monkeypatch.undo()
     assert image.check_image(client, image.LATEST, explicit=False).id == built.id
+
+
+def test_a_new_wheelhouse_replaces_the_outdated_ones(tmp_path):
+    from harness.paths import prune_siblings
+    for name in ("old1", "old2", "new", ".staging-x"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.whl").write_text("x")
+    (tmp_path / "note.txt").write_text("kept")
+    gone = prune_siblings(tmp_path / "new")
+    assert sorted(p.name for p in gone) == ["old1", "old2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".staging-x", "new", "note.txt"]
