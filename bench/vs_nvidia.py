@@ -252,11 +252,15 @@ def run_ours(cands: list[dict], workers: int, targets: Path, tag: str, backend: 
     history = History()
     known = sum(history.expect(c["step_id"]) is not None for c in cands)
 
+    left = [len(cands)]
+
     def one(c):
         p = c["problem"]
         step = p["sub_steps"][c["index"]]
         with lock:   # as the pipeline: one h5 reader at a time
             tg = h5targets.read_step_targets(targets, c["step_id"], len(step["test_cases"]))
+            left[0] -= 1
+            be.jobs_left(left[0])
         cand = assemble.Candidate(p["problem_id"], c["step_id"], c["index"], c["sample"], c["code"], c["chain"])
         job = assemble.build_job(cand, p, tg, limits)
         del tg
@@ -267,6 +271,7 @@ def run_ours(cands: list[dict], workers: int, targets: Path, tag: str, backend: 
     t0 = time.monotonic()
     with LoadSampler() as load:
         be = get_backend(backend, workers=workers, limits=limits)
+        be.jobs_left(len(cands))
         t_open = time.monotonic() - t0
         pool = PriorityPool(workers, name="bench")
         try:

@@ -160,6 +160,17 @@ class Engine:
         self.prompt_dir = run.out / "prompt" / name / bg
         self.code_dir = run.out / "generated_code" / name / bg
         self.infra: Optional[str] = None
+        # candidates that may still need a sandbox: the backend warms no more containers than this
+        self.unstarted = sum(len(score.scored_steps(p)) for p in run.problems) * run.args.n_samples
+        self._count_lock = threading.Lock()
+        run.backend.jobs_left(self.unstarted)
+
+    def _started(self, n: int = 1) -> None:
+        """n candidates no longer need a fresh sandbox (running now, cached, or never generated)."""
+        with self._count_lock:
+            self.unstarted = max(self.unstarted - n, 0)
+            left = self.unstarted
+        self.run.backend.jobs_left(left)
 
     async def chain(self, problem: dict, sample: int) -> None:
         """One sample's chain through a problem: each step sees this chain's own earlier code."""
@@ -193,6 +204,7 @@ class Engine:
         for step in problem["sub_steps"][idx:]:
             if step["step_number"] in dataset.SKIPPED_STEPS:
                 continue
+            self._started()
             self.run.records.append({"problem_id": problem["problem_id"], "step_id": step["step_number"],
                                      "sample": sample, "status": "gen_error", "error": error,
                                      "duration": 0.0})
@@ -220,6 +232,7 @@ class Engine:
                        image=run.backend.image, backend=run.backend.name,
                        limits=[run.limits.timeout, run.limits.memory, run.limits.cpus])
         rec = self.verdicts.get(key)
+        self._started()
         if rec is None:
             targets = self._targets(cand.step_id, len(step["test_cases"]))
             job = assemble.build_job(cand, problem, targets, run.limits)

@@ -472,6 +472,37 @@ def test_warm_pool_is_single_use(docker_backend):
 
 
 @pytest.mark.docker
+def test_warm_pool_warms_no_container_beyond_the_jobs_left(docker_client, sandbox_image):
+    from harness.sandbox.docker_backend import DockerBackend
+    run_id = "redteam-left-" + uuid.uuid4().hex[:6]
+    be = DockerBackend(image=sandbox_image.id, explicit_image=True, run_id=run_id, warm_size=3,
+                       limits=DOCKER_LIMITS)
+    try:
+        def made():   # containers of this run the daemon knows, now
+            return len(cleanup.list_containers(docker_client, run_id))
+
+        deadline = time.monotonic() + 30
+        while len(be.pool.ready) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(be.pool.ready) == 3
+        be.jobs_left(2)                    # two jobs to come: the third warm container is spare
+        for left in (1, 0):                # as the pipeline: the count drops as each job starts
+            be.jobs_left(left)
+            assert result(run(be, "print(1)")) == 1
+        time.sleep(2)                      # time enough for a refill, had one been started
+        assert len(be.pool.ready) == 1 and be.pool.creating == 0
+        assert be.stats()["warm_hits"] == 2
+        be.jobs_left(3)                    # more work announced: the pool fills up again
+        deadline = time.monotonic() + 30
+        while len(be.pool.ready) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(be.pool.ready) == 3 and made() >= 3
+    finally:
+        be.close()
+    assert cleanup.list_containers(docker_client, run_id) == []
+
+
+@pytest.mark.docker
 def test_container_removed_from_outside_is_not_a_model_verdict(docker_client, sandbox_image):
     from harness.sandbox.docker_backend import DockerBackend
     run_id = "redteam-rm-" + uuid.uuid4().hex[:6]

@@ -79,6 +79,10 @@ class Backend:
     def run(self, job: Job) -> Outcome:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def jobs_left(self, n: int) -> None:
+        """A hint: at most `n` more jobs will start, besides those already passed to
+        `run`. A backend that prepares ahead (Docker's warm pool) prepares no more."""
+
     def close(self) -> None:
         pass
 

@@ -141,6 +141,7 @@ class WarmPool:
         self.failures = 0
         self.hits = 0
         self.misses = 0
+        self.left: Optional[int] = None   # jobs still to come, when the caller says
         self.threads = [threading.Thread(target=self._fill, name=f"sandbox-warm-{i}", daemon=True)
                         for i in range(self.size)]
         for t in self.threads:
@@ -149,7 +150,7 @@ class WarmPool:
     def _fill(self) -> None:
         while True:
             with self.cond:
-                while not self.closed and len(self.ready) + self.creating >= self.size:
+                while not self.closed and len(self.ready) + self.creating >= self._target():
                     self.cond.wait()
                 if self.closed:
                     return
@@ -178,6 +179,14 @@ class WarmPool:
                         self.ready.append(slot)
                         self.failures = 0
                 self.cond.notify_all()
+
+    def _target(self) -> int:
+        return self.size if self.left is None else min(self.size, self.left)
+
+    def set_left(self, n: int) -> None:
+        with self.cond:
+            self.left = max(int(n), 0)
+            self.cond.notify_all()
 
     def take(self, limits: Limits, wait: float = 30.0) -> Optional[_Slot]:
         """A ready container for these limits, waiting for one being made; else None."""
@@ -510,6 +519,10 @@ class DockerBackend(Backend):
         return Outcome(status="infra", exit_code=None, duration=time.monotonic() - t0, stdout="",
                        stderr=f"sandbox infrastructure error: {why}", truncated=False,
                        timed_out=False, oom_killed=False, backend=self.name, image=self.image)
+
+    def jobs_left(self, n: int) -> None:
+        if self.pool is not None:   # no container is warmed that no job would take
+            self.pool.set_left(n)
 
     # ---- teardown ----------------------------------------------------------------------
 
