@@ -26,6 +26,10 @@ class InfraError(Exception):
     """The sandbox failed for reasons that are not the model's; the run stops."""
 
 
+class Interrupted(Exception):
+    """The backend was shut under a running job (Ctrl-C, SIGTERM): no verdict."""
+
+
 INFRA_RETRIES = 2
 
 
@@ -241,6 +245,8 @@ class Engine:
                 outcome = run.backend.run(job)
                 if outcome.status != "infra":
                     break
+            if run.backend.closing:   # shut under this job: its outcome may be the shutdown's
+                raise Interrupted(cand.step_id)
             if outcome.status == "infra":
                 raise InfraError(f"sandbox failure on {cand.step_id} (sample {cand.sample}): "
                                  f"{(outcome.stderr or '').strip()[-300:]}")
@@ -294,6 +300,8 @@ def run(args) -> int:
     try:
         with progress:
             asyncio.run(engine.main())
+    except Interrupted:
+        raise KeyboardInterrupt from None   # the signal's own handling: exit 130, work kept
     except InfraError as e:
         raise UserError(f"stopped: {e}; finished work is kept, rerun to resume") from None
     finally:

@@ -190,3 +190,36 @@ def test_test_split_without_test_data_fails_fast(tmp_path):
     if testdata.resolve_test_data(None) is None:  # no official file on this machine
         assert p.returncode == 2 and "test data (test_data.h5) not found" in p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_job_cut_short_by_shutdown_is_no_verdict(problem_set, tmp_path):
+    """Ctrl-C shuts the backend under running jobs: they end as an interruption
+    (exit 130, rerun resumes), never as a stored verdict or a sandbox failure."""
+    from harness import assemble, pipeline
+    from harness.cli_eval import parser
+    from harness.progress import Progress
+    from harness.sandbox import Backend, Outcome
+
+    class ShutUnderJob(Backend):
+        name = "fake"
+
+        def run(self, job):
+            self._closed = True   # as cleanup's signal handler quiesces the backend
+            return Outcome(status="error", exit_code=137, duration=0.1, stdout="", stderr="killed",
+                           truncated=False, timed_out=False, oom_killed=False, backend="fake", image=None)
+
+    pfile, tfile = problem_set
+    args = parser().parse_args(["--model", "m", "--url", "http://127.0.0.1:9/v1/chat/completions",
+                                "--problems", str(pfile), "--test-data", str(tfile),
+                                "--output-dir", str(tmp_path / "out"), "--quiet"])
+    run = pipeline.prepare(args)
+    run.backend = ShutUnderJob()
+    engine = pipeline.Engine(run, 1, Progress(3, quiet=True))
+    try:
+        problem = run.problems[0]
+        cand = assemble.Candidate(problem["problem_id"], "901.1", 0, 0, PROBLEMS[0]["sub_steps"][0]["gold"], [])
+        with pytest.raises(pipeline.Interrupted):
+            engine._execute_sync(cand, problem)
+        assert len(engine.verdicts) == 0
+    finally:
+        engine.pool.shutdown()

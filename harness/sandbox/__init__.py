@@ -76,6 +76,12 @@ class Backend:
     name = "base"
     image: Optional[str] = None
 
+    @property
+    def closing(self) -> bool:
+        """True once the backend is shut (or being shut, e.g. on Ctrl-C): failures
+        from then on are the shutdown's, not the sandbox's."""
+        return bool(getattr(self, "_closed", False))
+
     def run(self, job: Job) -> Outcome:  # pragma: no cover - interface
         raise NotImplementedError
 
