@@ -413,8 +413,8 @@ def markdown(res: dict) -> str:
           f"- **Fixed part per script**: NVIDIA starts `python` and imports scicode.parse.parse (h5py, scipy, "
           f"sympy) for every script, {g0['nv_script_overhead']:.2f} s; our warm containers import numpy and "
           "scipy before their job arrives. A script that dies at module level (`exit`, `raise`) never reaches "
-          "NVIDIA's import and costs it only `python` + numpy, less than a container, which is why ours "
-          "gains least on failing answers. h5py reads only the step's datasets, not the whole file.",
+          "NVIDIA's import and costs it only `python` + numpy, less than a container (~120 ms of daemon CPU), "
+          "which is why ours is slower on failing answers. h5py reads only the step's datasets, not the whole file.",
           "", "Slowest candidates, NVIDIA script time vs our job time (s), first group:", "",
           "| step | mode | NVIDIA | ours |", "|---|---|---|---|"]
     for step, mode, a, b in res["groups"][0]["per_candidate"][:8]:
