@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness import assemble, dataset, prompts, report, schedule, score
+from harness.sandbox import JOB_ENV
 from harness.store import make_key
 from harness.progress import Progress
 
@@ -171,10 +172,9 @@ class Engine:
 
     def _started(self, n: int = 1) -> None:
         """n candidates no longer need a fresh sandbox (running now, cached, or never generated)."""
-        with self._count_lock:
+        with self._count_lock:   # hints in order: a stale higher count would over-warm
             self.unstarted = max(self.unstarted - n, 0)
-            left = self.unstarted
-        self.run.backend.jobs_left(left)
+            self.run.backend.jobs_left(self.unstarted)
 
     async def chain(self, problem: dict, sample: int) -> None:
         """One sample's chain through a problem: each step sees this chain's own earlier code."""
@@ -233,7 +233,7 @@ class Engine:
         # targets are named by the data file's hash and the step, so keys never copy large arrays
         key = make_key(code=assemble.program(problem["required_dependencies"], cand.chain, cand.code),
                        tests=step["test_cases"], targets=[run.test_data_id, cand.step_id],
-                       image=run.backend.image, backend=run.backend.name,
+                       image=run.backend.image, backend=run.backend.name, env=JOB_ENV,
                        limits=[run.limits.timeout, run.limits.memory, run.limits.cpus])
         rec = self.verdicts.get(key)
         self._started()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import math
+import os
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -19,13 +21,18 @@ from harness import paths
 
 UNKNOWN = 2.0      # seconds assumed for a step never seen: above a light step (~0.5 s)
 FILE = "step_seconds.json"
+ENV_PATH = "SCICODE_STEP_HISTORY"   # another file for the history (tests use their own)
+
+
+def default_path() -> Path:
+    return Path(os.environ[ENV_PATH]) if os.environ.get(ENV_PATH) else paths.cache_dir() / FILE
 
 
 class History:
     """Seconds per step id from earlier runs, kept in the cache dir (or `path`)."""
 
     def __init__(self, path: Optional[Path] = None):
-        self.path = Path(path) if path else paths.cache_dir() / FILE
+        self.path = Path(path) if path else default_path()
         self.seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self.known = self._load()
@@ -33,7 +40,8 @@ class History:
     def _load(self) -> dict[str, float]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            return {str(k): float(v) for k, v in data.items()}
+            known = {str(k): float(v) for k, v in data.items()}
+            return {k: v for k, v in known.items() if math.isfinite(v) and v >= 0}
         except (OSError, ValueError, AttributeError, TypeError):
             return {}   # missing or damaged: only the order suffers
 

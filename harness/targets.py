@@ -713,8 +713,8 @@ def build(split: str = "dev", out: Optional[Path] = None, problems_path: Optiona
         futs = [pool.submit(history.priority(p.step_id), run_one, p, r) for r in range(runs) for p in plans]
         for f in futs:
             f.result()
-    finally:
-        pool.shutdown(cancel_futures=True)
+    finally:   # on success every job is done; on Ctrl-C or an error, do not wait for running ones
+        pool.shutdown(wait=False, cancel_futures=True)
         history.save()
         if owned:
             be.close()

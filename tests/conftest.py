@@ -5,6 +5,13 @@ import os
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def own_step_history(tmp_path, monkeypatch):
+    """Every test (and every scicode_eval it starts) keeps its own step-duration history,
+    so toy durations never reach the user's cache and no test depends on what is there."""
+    monkeypatch.setenv("SCICODE_STEP_HISTORY", str(tmp_path / "step_seconds.json"))
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     import docker

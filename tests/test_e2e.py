@@ -89,10 +89,7 @@ def test_run_eval_with_faults_scores_exactly(problem_set, tmp_path, sandbox_imag
     faults = {1: "429:0.1", 2: "500", 3: "reset", 5: "slow:0.3"}
     toy = ("901.1", "901.2", "902.1")
     from harness.schedule import History
-    hist = History()
-    if hist.path.exists():   # forget the toy steps, so only this run can teach them
-        known = json.loads(hist.path.read_text())
-        hist.path.write_text(json.dumps({k: v for k, v in known.items() if k not in toy}))
+    assert not History().path.exists()     # this test's own history (conftest), empty
     with FakeEndpoint(answer, faults=faults) as ep:
         p = run_eval(ep, tmp_path / "out", pfile, tfile)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

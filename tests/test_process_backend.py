@@ -187,3 +187,11 @@ def test_cli_json_process(tmp_path):
     obj = json.loads(p.stdout)
     assert p.returncode == 1 and tuple(obj) == OUTCOME_KEYS
     assert obj["status"] == "error" and obj["exit_code"] == 4 and obj["stdout"] == "out\n"
+
+
+def test_no_job_starts_once_the_backend_is_closed():
+    backend = pb.ProcessBackend(limits=LIM, workers=1)
+    assert run(backend, "print(1)").status == "ok" and not backend.closing
+    backend.close()
+    o = run(backend, "print(1)")
+    assert backend.closing and o.status == "infra" and "closed" in o.stderr

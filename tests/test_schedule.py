@@ -64,7 +64,8 @@ def test_history_learns_saves_and_merges(tmp_path):
     assert json.loads(path.read_text()) == {"1.1": 0.5, "51.4": 30.0}
 
 
-def test_history_ignores_a_damaged_file_and_defaults_to_the_cache_dir(tmp_cache):
+def test_history_ignores_a_damaged_file_and_defaults_to_the_cache_dir(tmp_cache, monkeypatch):
+    monkeypatch.delenv(schedule.ENV_PATH)
     h = History()
     assert h.path == tmp_cache / schedule.FILE
     tmp_cache.mkdir(parents=True)
@@ -75,3 +76,12 @@ def test_history_ignores_a_damaged_file_and_defaults_to_the_cache_dir(tmp_cache)
     h.record("1.1", 1.0)
     h.save()
     assert History().expect("1.1") == 1.0
+
+
+def test_history_path_override_and_only_finite_values(tmp_path, monkeypatch):
+    path = tmp_path / "elsewhere.json"
+    monkeypatch.setenv(schedule.ENV_PATH, str(path))
+    path.write_text('{"1.1": NaN, "1.2": -1, "1.3": Infinity, "1.4": 3.5}')
+    h = History()
+    assert h.path == path
+    assert h.known == {"1.4": 3.5}

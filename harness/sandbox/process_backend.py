@@ -260,6 +260,8 @@ class ProcessBackend(Backend):
         out = StdoutCapture(lim.output, marker)
         err = StdoutCapture(lim.output, marker)     # strips the runner's end-of-stderr line
         t0 = time.monotonic()
+        if self._closed:
+            return self._infra(t0, "backend is closed")
         try:
             scratch = tempfile.mkdtemp(prefix="scicode-job-")
         except OSError as exc:
@@ -277,6 +279,9 @@ class ProcessBackend(Backend):
                 return self._infra(t0, f"cannot start {self.python}: {exc}")
             with self._lock:
                 self._procs.add(proc)
+                closed = self._closed
+            if closed:   # close() ran while this job started: it must not outlive the backend
+                _killpg(proc)
             try:
                 timed_out = self._pump(proc, data, out, err, t0 + float(lim.timeout))
             finally:
