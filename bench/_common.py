@@ -293,6 +293,11 @@ def counts(records: list[dict]) -> dict:
     return c
 
 
+def fmt_counts(counts) -> str:
+    """Verdict counts as a table cell: `fail 3, pass 47`."""
+    return ", ".join(f"{k} {v}" for k, v in sorted((counts or {}).items()))
+
+
 def fmt_mb(b) -> str:
     return "n/a" if b is None else f"{b / 2**20:.0f}"
 

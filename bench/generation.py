@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (RUNS, LoadSampler, counts, fake_endpoint_class, fmt_mb, fresh_dir, log,  # noqa: E402
+from _common import (RUNS, LoadSampler, counts, fake_endpoint_class, fmt_counts, fmt_mb, fresh_dir, log,  # noqa: E402
                      run_eval, write_json)
 
 GOAL = 1.2
@@ -99,7 +99,7 @@ def markdown(res: dict) -> str:
          "harness peak RSS (MB) |",
          "|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
-        c = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
+        c = fmt_counts(r["counts"])
         bound = max(cp, res["requests"] * res["latency"] / r["concurrency"])
         L.append(f"| {r['concurrency']} (bound {bound:.0f} s) | {r['wall']:.1f} | **{r['wall'] / cp:.2f}** | "
                  f"{r.get('gen_span', 0) / cp:.2f} | {r.get('startup', 0):.1f} | {r.get('tail', 0):.1f} | "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (RUNS, counts, fake_endpoint_class, fmt_mb, fresh_dir, log, reference_server,  # noqa: E402
+from _common import (RUNS, counts, fake_endpoint_class, fmt_counts, fmt_mb, fresh_dir, log, reference_server,  # noqa: E402
                      run_eval, write_json)
 
 GOAL_MB = 300
@@ -75,7 +75,7 @@ def markdown(res: dict) -> str:
     L = ["| run | harness peak RSS (MB, wait4) | sampled peak (MB) | wall (s) | verdicts |",
          "|---|---|---|---|---|"]
     for row in res["rows"]:
-        c = ", ".join(f"{k} {v}" for k, v in sorted((row.get("counts") or {}).items()))
+        c = fmt_counts(row.get("counts"))
         L.append(f"| {row['what']} | **{fmt_mb(row['peak'])}** | {fmt_mb(row.get('sampled'))} | "
                  f"{row.get('wall', 0):.0f} | {c} |")
     first = res["rows"][0]["peak"]

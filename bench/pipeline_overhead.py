@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (LoadSampler, counts, ensure_history, fmt_mb, fresh_dir, log, median, reference_server,  # noqa: E402
+from _common import (LoadSampler, counts, ensure_history, fmt_counts, fmt_mb, fresh_dir, log, median, reference_server,  # noqa: E402
                      run_eval, write_json, RUNS)
 
 GOAL = 1.05
@@ -132,7 +132,7 @@ def markdown(res: dict) -> str:
          "dockerd+containerd CPU (s) | verdicts | 1-min load (mean) | host CPU busy | other containers |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
-        c = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
+        c = fmt_counts(r["counts"])
         L.append(f"| {r['cmd'][r['cmd'].index('--output-dir') + 1].split('/')[-1]} | {r['backend']} | "
                  f"{r['wall']:.1f} | {r['job_seconds']:.1f} | {_f(r.get('jobs_cpu'))} | "
                  f"{_f(r.get('cpu_share'), 2)} | {r['daemon_cpu']:.1f} | {c} | "

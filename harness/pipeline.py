@@ -166,14 +166,14 @@ class Engine:
         self.code_dir = run.out / "generated_code" / name / bg
         self.infra: Optional[str] = None
         # candidates that may still need a sandbox: the backend warms no more containers than this
-        self.unstarted = sum(len(score.scored_steps(p)) for p in run.problems) * run.args.n_samples
+        self.unstarted = progress.total
         self._count_lock = threading.Lock()
         run.backend.jobs_left(self.unstarted)
 
-    def _started(self, n: int = 1) -> None:
-        """n candidates no longer need a fresh sandbox (running now, cached, or never generated)."""
+    def _started(self) -> None:
+        """One candidate no longer needs a fresh sandbox (running now, cached, or never generated)."""
         with self._count_lock:   # hints in order: a stale higher count would over-warm
-            self.unstarted = max(self.unstarted - n, 0)
+            self.unstarted = max(self.unstarted - 1, 0)
             self.run.backend.jobs_left(self.unstarted)
 
     async def chain(self, problem: dict, sample: int) -> None:

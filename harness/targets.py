@@ -684,15 +684,14 @@ def build(split: str = "dev", out: Optional[Path] = None, problems_path: Optiona
 
     history = History()   # longest expected step first; gold-code times seed later runs
     left = [total]
-    hint = getattr(be, "jobs_left", lambda n: None)
-    hint(total)
+    be.jobs_left(total)
 
     def run_one(plan: StepPlan, run: int):
         job = Job(code=plan.code, tests=plan.job_tests(), targets=None, record=True, limits=limits)
         start = time.monotonic()
         with lock:
             left[0] -= 1
-            hint(left[0])
+            be.jobs_left(left[0])
         try:
             outcome = be.run(job)
             res = _interpret(plan, outcome)
