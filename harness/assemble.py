@@ -23,12 +23,16 @@ def program(dependencies: str, chain: list[str], code: str) -> str:
     return "\n".join([dependencies, *chain, code]) + "\n"
 
 
-def build_job(cand: Candidate, problem: dict, targets: list[Any], limits: Limits) -> Job:
-    """Only this step's targets enter the sandbox (encoded, never pickled)."""
+def build_job(cand: Candidate, problem: dict, targets: Optional[list[Any]], limits: Limits,
+              tests: Optional[list[str]] = None) -> Job:
+    """Strict grading (targets None): the tests' sandbox halves, values recorded, no target.
+    In-process grading (unsafe): the original tests and this step's targets (encoded)."""
     step = problem["sub_steps"][cand.index]
+    strict = targets is None
     return Job(code=program(problem["required_dependencies"], cand.chain, cand.code),
-               tests=list(step["test_cases"]),
-               targets=[codec.encode(t) for t in targets],
+               tests=list(tests if tests is not None else step["test_cases"]),
+               targets=None if strict else [codec.encode(t) for t in targets],
+               record=strict,
                limits=limits,
                job_id=f"{cand.step_id}-s{cand.sample}")
 

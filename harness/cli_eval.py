@@ -59,6 +59,10 @@ def parser() -> argparse.ArgumentParser:
       help="code for the never-asked steps 13.6/62.1/76.3: whole file, or upstream's extraction")
     a("--problems", type=Path, default=None,
       help="problems JSONL in SciCode's format (your own problems) instead of --split")
+    a("--grading", choices=["strict", "inprocess"], default="strict",
+      help="strict: the sandbox computes values and a verifier outside it decides every verdict; "
+           "inprocess: upstream's way, verdicts inside the candidate's process (UNSAFE: model code "
+           "can forge them; for debugging parity only)")
     a("--quiet", action="store_true", help="no progress output")
     a("--progress", choices=["auto", "rich", "plain"], default="auto",
       help="bars on a terminal (auto), always bars, or periodic plain lines (logs)")

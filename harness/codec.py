@@ -77,12 +77,12 @@ def _encode_sparse(v, fmt):
     return out
 
 
-def _dec_arr(o):
+def _dec_arr(o, safe=False):
     t = o["__t"]
     if t == "objarr":
         a = np.empty(len(o["items"]), dtype=object)
         for i, x in enumerate(o["items"]):
-            a[i] = decode(x)
+            a[i] = decode(x, safe)
         return a.reshape(o["shape"])
     if t == "strarr":
         items = o["items"] if np.dtype(o["dtype"]).kind == "U" else [base64.b64decode(x) for x in o["items"]]
@@ -90,31 +90,37 @@ def _dec_arr(o):
     return np.frombuffer(base64.b64decode(o["b64"]), dtype=np.dtype(o["dtype"])).reshape(o["shape"]).copy()
 
 
-def decode(o):
-    """Inverse of encode."""
+def decode(o, sympy_symbols_only=False):
+    """Inverse of encode. sympy_symbols_only: for untrusted input, sympy values are plain
+    Symbols made from their name (sympify would evaluate the text)."""
+    safe = sympy_symbols_only
     if not isinstance(o, dict):
         return o
     t = o.get("__t")
     if t in ("nd", "objarr", "strarr"):
-        return _dec_arr(o)
+        return _dec_arr(o, safe)
     if t == "float":
         return float(o["v"])
     if t == "bool":
         return bool(o["v"])
     if t == "complex":
-        return complex(decode(o["re"]), decode(o["im"]))
+        return complex(decode(o["re"], safe), decode(o["im"], safe))
     if t == "np":
-        return _dec_arr(o["v"])[()]
+        return _dec_arr(o["v"], safe)[()]
     if t == "bytes":
         return base64.b64decode(o["b64"])
     if t == "tuple":
-        return tuple(decode(x) for x in o["items"])
+        return tuple(decode(x, safe) for x in o["items"])
     if t == "list":
-        return [decode(x) for x in o["items"]]
+        return [decode(x, safe) for x in o["items"]]
     if t == "dict":
-        return {_key(decode(k)): decode(x) for k, x in o["items"]}
+        return {_key(decode(k, safe)): decode(x, safe) for k, x in o["items"]}
     if t == "sympy":
         import sympy
+        if safe:
+            if not (isinstance(o["v"], str) and o["v"].isidentifier()):
+                raise ValueError("only plain sympy symbols are accepted")
+            return sympy.Symbol(o["v"])
         return sympy.sympify(o["v"])
     if t == "sparse":
         return _decode_sparse(o)

@@ -49,7 +49,10 @@ class Run:
     sampling: dict = field(default_factory=dict)
     records: list = field(default_factory=list)
     test_data_id: str = ""
-    h5_lock: threading.Lock = field(default_factory=threading.Lock)
+    grading: str = "strict"          # strict | inprocess (unsafe: model code shares the verdict's process)
+    verifier: Any = None
+    reader: Any = None
+    splits: dict = field(default_factory=dict)   # step id -> [grade.Split]
 
 
 # ---------------------------------------------------------------- validation
@@ -133,6 +136,13 @@ def prepare(args) -> Run:
               template=template, regex=regex, limits=limits, out=Path(args.output_dir),
               test_data_id=sha256_file(test_data))
     run.sampling = dict(cfg.sampling_params(), template=tname, regex=regex, prefill=args.prefill)
+    run.grading = getattr(args, "grading", None) or "strict"
+    if run.grading == "strict":
+        from harness import grade
+        for p in problems:
+            for i, step in enumerate(p["sub_steps"]):
+                if step.get("test_cases"):
+                    run.splits[step["step_number"]] = grade.plan(p, i)
     return run
 
 
@@ -165,6 +175,8 @@ class Engine:
         self.prompt_dir = run.out / "prompt" / name / bg
         self.code_dir = run.out / "generated_code" / name / bg
         self.infra: Optional[str] = None
+        from harness.grade import GRADING_VERSION
+        self.grading_key = (GRADING_VERSION if run.grading == "strict" else "inprocess")
         # candidates that may still need a sandbox: the backend warms no more containers than this
         self.unstarted = progress.total
         self._count_lock = threading.Lock()
@@ -223,9 +235,28 @@ class Engine:
         (self.code_dir / f"{stem}.py").write_text(code, encoding="utf-8")
 
     def _targets(self, step_id: str, n: int) -> list:
-        from harness import h5targets
-        with self.run.h5_lock:  # h5py is not safe for concurrent reads of one file
-            return h5targets.read_step_targets(self.run.test_data, step_id, n)
+        from concurrent.futures import CancelledError
+        from harness.grade.reader import ReaderClosed
+        try:   # one reader thread owns every h5py handle (no lock left held at exit)
+            return self.run.reader.get(step_id, n)
+        except (CancelledError, ReaderClosed):
+            raise Interrupted(step_id) from None
+
+    def _grade(self, cand, problem, outcome) -> tuple[str, list]:
+        run = self.run
+        step = problem["sub_steps"][cand.index]
+        if run.grading != "strict":
+            return assemble.verdict(outcome)
+        from harness import grade
+        from harness.grade.verifier import VerifierError
+        try:
+            return grade.grade(outcome, run.splits[cand.step_id], problem["required_dependencies"],
+                               lambda: self._targets(cand.step_id, len(step["test_cases"])),
+                               run.verifier)
+        except VerifierError as e:
+            if run.backend.closing:
+                raise Interrupted(cand.step_id) from None
+            raise InfraError(f"verifier failure on {cand.step_id}: {e}") from None
 
     def _execute_sync(self, cand, problem) -> dict:
         run = self.run
@@ -234,13 +265,18 @@ class Engine:
         key = make_key(code=assemble.program(problem["required_dependencies"], cand.chain, cand.code),
                        tests=step["test_cases"], targets=[run.test_data_id, cand.step_id],
                        image=run.backend.image, backend=run.backend.name, env=JOB_ENV,
-                       limits=[run.limits.timeout, run.limits.memory, run.limits.cpus])
+                       limits=[run.limits.timeout, run.limits.memory, run.limits.cpus],
+                       grading=self.grading_key)
         rec = self.verdicts.get(key)
         self._started()
         if rec is None:
-            targets = self._targets(cand.step_id, len(step["test_cases"]))
-            job = assemble.build_job(cand, problem, targets, run.limits)
-            del targets  # only the encoded copy travels on
+            if run.grading == "strict":   # the sandbox gets the program and tests, never targets
+                job = assemble.build_job(cand, problem, None, run.limits,
+                                         tests=grade_tests(run.splits[cand.step_id]))
+            else:
+                targets = self._targets(cand.step_id, len(step["test_cases"]))
+                job = assemble.build_job(cand, problem, targets, run.limits)
+                del targets  # only the encoded copy travels on
             for _ in range(1 + INFRA_RETRIES):
                 outcome = run.backend.run(job)
                 if outcome.status != "infra":
@@ -250,7 +286,9 @@ class Engine:
             if outcome.status == "infra":
                 raise InfraError(f"sandbox failure on {cand.step_id} (sample {cand.sample}): "
                                  f"{(outcome.stderr or '').strip()[-300:]}")
-            status, tests = assemble.verdict(outcome)
+            status, tests = self._grade(cand, problem, outcome)
+            if run.backend.closing:
+                raise Interrupted(cand.step_id)
             if status in ("pass", "fail"):   # the tests ran: a fair measure of the step's cost
                 self.history.record(cand.step_id, outcome.duration)
             rec = {"status": status, "tests": tests, "error": assemble.error_summary(outcome, tests),
@@ -294,6 +332,11 @@ def run(args) -> int:
         raise UserError(str(e)) from None
     workers = args.eval_threads or os.cpu_count() or 1
     run_.backend = open_backend(run_, workers)
+    try:
+        start_grading(run_)
+    except BaseException:
+        run_.backend.close()
+        raise
     total_steps = sum(len(score.scored_steps(p)) for p in run_.problems) * args.n_samples
     progress = Progress(total_steps, quiet=args.quiet, style=args.progress)
     engine = Engine(run_, workers, progress)
@@ -307,8 +350,37 @@ def run(args) -> int:
     finally:
         engine.pool.shutdown(wait=False, cancel_futures=True)
         engine.history.save()
+        stop_grading(run_)
         run_.backend.close()
     return finish(run_, time.time() - t0)
+
+
+def grade_tests(splits) -> list[str]:
+    from harness import grade
+    return grade.sandbox_tests(splits)
+
+
+def start_grading(run_: Run) -> None:
+    """Targets reader, and (strict) the verifier, started before any job."""
+    from harness.grade.reader import TargetReader
+    run_.reader = TargetReader(run_.test_data)
+    if run_.grading != "strict":
+        log.warning("in-process grading: model code shares a process with targets and verdicts (unsafe)")
+        return
+    from harness.grade.verifier import Verifier, VerifierError
+    run_.verifier = Verifier(run_.backend)
+    try:
+        run_.verifier.start()
+    except (VerifierError, OSError, RuntimeError) as e:
+        stop_grading(run_)
+        raise UserError(f"cannot start the verifier: {e}") from None
+
+
+def stop_grading(run_: Run) -> None:
+    if run_.verifier is not None:
+        run_.verifier.close()
+    if run_.reader is not None:
+        run_.reader.close()
 
 
 def finish(run_: Run, seconds: float) -> int:
@@ -323,7 +395,7 @@ def finish(run_: Run, seconds: float) -> int:
             "n_samples": args.n_samples, "limit_samples": args.limit_samples,
             "sandbox": run_.backend.name, "image": run_.backend.image, "prefill": args.prefill,
             "test_data": str(run_.test_data), "seconds": round(seconds, 1),
-            "sampling": run_.sampling}
+            "sampling": run_.sampling, "grading": grading_meta(run_)}
     report.write_results(path, sc, meta)
     if args.junit_xml:
         report.write_junit(args.junit_xml, records)
@@ -335,6 +407,16 @@ def finish(run_: Run, seconds: float) -> int:
         print(f"scicode_eval: below --fail-under for {', '.join(below)}")
         return 3
     return 0
+
+
+def grading_meta(run_: Run) -> dict:
+    if run_.grading != "strict":
+        return {"mode": "inprocess", "unsafe": True,
+                "note": "verdicts decided inside the candidate's process; model code can forge them"}
+    from harness import grade
+    return {"mode": "strict", "version": grade.GRADING_VERSION,
+            "verifier_versions": run_.verifier.versions if run_.verifier else {},
+            "tests": grade.counts(run_.splits)}
 
 
 def _step_order(step_id: str) -> tuple:

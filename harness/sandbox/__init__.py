@@ -85,6 +85,11 @@ class Backend:
     def run(self, job: Job) -> Outcome:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def service(self, source: str, name: str):
+        """A long-lived program (trusted code, e.g. the verifier) in this backend's pinned
+        environment, speaking lines over stdin/stdout (harness.sandbox.service)."""
+        raise NotImplementedError
+
     def jobs_left(self, n: int) -> None:
         """A hint: at most `n` more jobs will start, besides those already passed to
         `run`. A backend that prepares ahead (Docker's warm pool) prepares no more."""

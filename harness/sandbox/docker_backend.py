@@ -392,6 +392,37 @@ class DockerBackend(Backend):
             with self._lock:
                 self._inflight -= 1
 
+    def service(self, source: str, name: str):
+        from harness.sandbox.service import DockerService
+        return DockerService(self, source, name)
+
+    def start_service(self, argv: list[str], name: str) -> _Slot:
+        """A container like a sandbox's, running `argv` for the whole run (never model code)."""
+        api = self.client.api
+        kwargs = self.create_kwargs(self.limits, name)
+        kwargs["command"] = argv
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("backend is closed")
+        cid = sock = None
+        try:
+            cid = api.create_container(**kwargs)["Id"]
+            with self._lock:
+                self._live.add(cid)
+            sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1,
+                                                  "stream": 1})
+            api.start(cid)
+            return _Slot(cid, sock, None, self._tls)
+        except BaseException:
+            if sock is not None:
+                _close_sock(sock)
+            if cid is not None:
+                self._remove(cid)
+            raise
+
+    def discard_service(self, slot: _Slot) -> None:
+        self._discard(slot)
+
     def _quiesce(self, wait: float = 10.0) -> None:
         """Refuse new containers and wait for creations in flight (signal/exit path)."""
         with self._lock:

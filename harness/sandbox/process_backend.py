@@ -251,6 +251,12 @@ class ProcessBackend(Backend):
         bindir = os.path.dirname(os.path.abspath(self.python))
         return dict(JOB_ENV, HOME=home, TMPDIR=home, PATH=f"{bindir}:/usr/bin:/bin")
 
+    def service(self, source: str, name: str):
+        from harness.sandbox.service import ProcessService
+        bindir = os.path.dirname(os.path.abspath(self.python))
+        env = dict(JOB_ENV, PATH=f"{bindir}:/usr/bin:/bin")
+        return ProcessService([self.python, "-c", source], env, cwd=tempfile.gettempdir())
+
     # ---- running -----------------------------------------------------------------------
 
     def run(self, job: Job) -> Outcome:

@@ -29,6 +29,9 @@ except ImportError:  # hosts without sympy: no value can be a Symbol
             pass
     sympy = _NoSympy()
 
+# the verifier swaps in its strict version (vacuous comparisons fail); same signature
+_allclose = np.allclose
+
 _DICT_SPARSE = (scipy.sparse.csr_matrix, scipy.sparse.csc_matrix,
                 scipy.sparse.bsr_matrix, scipy.sparse.coo_matrix)
 _LIST_SPARSE = (scipy.sparse.csr_matrix, scipy.sparse.csc_matrix)
@@ -50,9 +53,9 @@ def _values_close(a, b, atol, rtol):
     if isinstance(a, (sympy.Symbol, str)):
         return a == b
     if isinstance(a, _DICT_SPARSE):
-        return bool(np.allclose(a.toarray(), b.toarray(), atol=atol, rtol=rtol))
+        return bool(_allclose(a.toarray(), b.toarray(), atol=atol, rtol=rtol))
     try:
-        return bool(np.allclose(a, b, atol=atol, rtol=rtol))
+        return bool(_allclose(a, b, atol=atol, rtol=rtol))
     except ValueError:
         return bool(a == b)
 
@@ -68,7 +71,7 @@ def are_dicts_close(dict1, dict2, atol=1e-8, rtol=1e-5):
 
 def are_csc_matrix_close(matrix1, matrix2):
     """Densify two sparse matrices and compare with np.allclose's default tolerances."""
-    return bool(np.allclose(matrix1.toarray(), matrix2.toarray()))
+    return bool(_allclose(matrix1.toarray(), matrix2.toarray()))
 
 
 def _items_close(a, b):
@@ -79,7 +82,7 @@ def _items_close(a, b):
     if isinstance(a, bool):
         return a == b
     try:
-        return bool(np.allclose(a, b))
+        return bool(_allclose(a, b))
     except ValueError as exc:
         print(exc)
         return bool(a == b)

@@ -1,0 +1,67 @@
+"""Targets read by one thread that owns every h5py handle.
+
+h5py serialises all calls behind a global lock. If a worker thread were stopped in the
+middle of a read (Ctrl-C, SIGTERM), interpreter exit could block on that lock forever.
+Here a single reader thread holds the open file; `close()` stops it between reads,
+closes the file and joins it, so nothing of h5py outlives the run.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+
+class ReaderClosed(RuntimeError):
+    pass
+
+
+class TargetReader:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.requests: "queue.Queue" = queue.Queue()
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, name="targets-reader", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        from harness import h5targets
+        f = None
+        try:
+            while True:
+                item = self.requests.get()
+                if item is None:
+                    return
+                fut, step_id, n = item
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                try:
+                    if f is None:
+                        f = h5targets._open(self.path)
+                    fut.set_result([h5targets._read_test(f, str(step_id), k) for k in range(1, n + 1)])
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting job
+                    fut.set_exception(exc)
+        finally:
+            if f is not None:
+                f.close()
+            while True:   # nobody waits forever on a request left behind
+                try:
+                    item = self.requests.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+
+    def get(self, step_id: str, n: int) -> list:
+        """The targets of tests 1..n of a step (blocks until read)."""
+        if self.closed:
+            raise ReaderClosed("targets reader closed")
+        fut: Future = Future()
+        self.requests.put((fut, step_id, n))
+        return fut.result()
+
+    def close(self, wait: float = 30.0) -> None:
+        self.closed = True
+        self.requests.put(None)
+        self.thread.join(timeout=wait)

@@ -1,0 +1,105 @@
+"""Host side of the verifier: one long-lived verifier process per run, shared by all jobs.
+
+The backend starts it in its own pinned environment (``Backend.service``): a hardened
+container from the sandbox image, or a child process of the sandbox interpreter. Requests
+are serialised (a check takes milliseconds); a verifier that dies or does not answer in
+time is restarted once, and the candidate's tests become errors, never passes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+_HERE = Path(__file__).resolve().parent
+CHECK_TIMEOUT = 300.0      # seconds for one candidate's checks (large values, slow comparisons)
+START_TIMEOUT = 120.0
+
+
+def _source() -> str:
+    codec_src = (_HERE.parent / "codec.py").read_text()
+    cmp_src = (_HERE.parent / "sandbox" / "shim_cmp.py").read_text()
+    main_src = (_HERE / "verifier_main.py").read_text()
+    return (f"_CODEC_SRC = {codec_src!r}\n_CMP_SRC = {cmp_src!r}\n__name__ = '__main__'\n"
+            + main_src)
+
+
+VERIFIER_SOURCE: str = _source()
+
+
+class VerifierError(RuntimeError):
+    """The verifier could not be started or stopped answering."""
+
+
+class Verifier:
+    def __init__(self, backend):
+        self.backend = backend
+        self._svc = None
+        self._lock = threading.Lock()
+        self._n = 0
+        self.versions: dict = {}
+        self.closed = False
+
+    def _start(self) -> None:
+        self._svc = self.backend.service(VERIFIER_SOURCE, "verifier")
+        line = self._svc.readline(START_TIMEOUT)
+        if not line:
+            err = self._svc.stderr_tail() if hasattr(self._svc, "stderr_tail") else ""
+            self._stop()
+            raise VerifierError(f"the verifier did not start{': ' + err if err else ''}")
+        hello = json.loads(line)
+        self.versions = hello.get("versions") or {}
+
+    def _stop(self) -> None:
+        if self._svc is not None:
+            try:
+                self._svc.close()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing the verifier: %s", exc)
+            self._svc = None
+
+    def start(self) -> dict:
+        """Start now (at run start), so a broken environment fails before any job."""
+        with self._lock:
+            if self._svc is None:
+                self._start()
+            return self.versions
+
+    def check(self, deps: str, checks: list[dict], timeout: float = CHECK_TIMEOUT) -> list[dict]:
+        """One result per check: {"status": pass|fail|error, "error": str|None}."""
+        if not checks:
+            return []
+        with self._lock:
+            if self.closed:
+                raise VerifierError("the verifier is closed")
+            for attempt in (1, 2):
+                if self._svc is None:
+                    self._start()
+                self._n += 1
+                req = json.dumps({"id": self._n, "deps": deps, "checks": checks},
+                                 allow_nan=False) + "\n"
+                try:
+                    self._svc.send(req.encode())
+                    line = self._svc.readline(timeout)
+                except OSError as exc:
+                    line, why = None, f"lost the verifier: {exc}"
+                else:
+                    why = "the verifier did not answer in time"
+                if line:
+                    reply = json.loads(line)
+                    if reply.get("id") == self._n and isinstance(reply.get("results"), list) \
+                            and len(reply["results"]) == len(checks):
+                        return reply["results"]
+                    why = f"bad verifier reply: {reply.get('error') or str(reply)[:200]}"
+                log.warning("%s (attempt %d); restarting it", why, attempt)
+                self._stop()
+            return [{"status": "error", "error": f"not verified: {why}"} for _ in checks]
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self._stop()

@@ -1,0 +1,115 @@
+"""The test splitter and the verifier, without Docker (the verifier runs as a process)."""
+import ast
+
+import numpy as np
+import pytest
+
+from harness import codec, dataset
+from harness.grade import split_test
+from harness.grade.verifier import Verifier
+
+DEPS = "import numpy as np"
+
+
+def _names(src):
+    return {n.id for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Name)}
+
+
+@pytest.fixture(scope="module")
+def all_problems(dev_problems):
+    try:
+        test = dataset.load_problems("test")
+    except dataset.DataError:
+        dataset.pull()
+        test = dataset.load_problems("test")
+    return test + dev_problems
+
+
+def test_every_scicode_test_splits_and_no_sandbox_half_sees_target(all_problems):
+    n = kinds = 0
+    kinds = {}
+    for p in all_problems:
+        for s in p["sub_steps"]:
+            for i, t in enumerate(s.get("test_cases") or []):
+                sp = split_test(t, p["required_dependencies"], f"{s['step_number']} test{i + 1}")
+                assert sp.supported, sp.error
+                assert "target" not in _names(sp.sandbox), (s["step_number"], i)
+                assert sp.asserts >= 1
+                kinds[sp.kind] = kinds.get(sp.kind, 0) + 1
+                n += 1
+    assert n == 915 + 167
+    assert kinds == {"target": 913 + 161, "test": 2 + 6}
+
+
+def test_unpacking_and_method_on_target_stay_in_the_verifier():
+    sp = split_test("a, b = target\nx = f(1)\nassert np.allclose(x, a) and g(2) == b\n", DEPS)
+    assert "a, b = target" in sp.verifier and "target" not in _names(sp.sandbox)
+    assert "__scicode_record__((0, (x, g(2))))" in sp.sandbox
+    sp = split_test("B = h()\nassert np.isclose(B[0], (0, -1)).any() == target.any()\n", DEPS)
+    assert "target.any()" in sp.verifier and "(B[0],)" in sp.sandbox
+
+
+def test_constants_and_tolerances_are_the_verifiers():
+    sp = split_test("tol = 1e-3\nassert np.allclose(f(1), target, atol=tol)\n", DEPS)
+    assert "atol=tol" in sp.verifier and "tol = 0.001" in sp.verifier
+    assert "(f(1),)" in sp.sandbox
+
+
+def test_model_decided_control_flow_and_target_into_model_code_are_refused():
+    assert not split_test("for x in f():\n    assert x == target\n", DEPS).supported
+    assert not split_test("assert f(target) == 1\n", DEPS).supported
+    assert not split_test("y = f(target)\nassert y\n", DEPS).supported
+    assert not split_test("x = 1\n", DEPS).supported      # nothing to check
+
+
+def test_random_values_are_computed_in_the_sandbox():
+    sp = split_test("np.random.seed(0)\nx = np.random.randn(3)\nassert np.allclose(f(x), x)\n", DEPS)
+    assert "(f(x), x)" in sp.sandbox and "np.random" not in sp.verifier
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    from harness.sandbox.process_backend import ProcessBackend
+    v = Verifier(ProcessBackend(isolate=False))
+    v.start()
+    yield v
+    v.close()
+
+
+def _check(verifier, test, target, entries):
+    sp = split_test(test, DEPS)
+    return verifier.check(DEPS, [{"program": sp.verifier, "target": codec.encode(target),
+                                  "records": [codec.encode(e) for e in entries]}])[0]
+
+
+def test_verifier_pass_fail_and_vacuous(verifier):
+    t = "assert np.allclose(f(1), target)\n"
+    assert _check(verifier, t, np.arange(3.0), [(0, (np.arange(3.0),))])["status"] == "pass"
+    assert _check(verifier, t, np.arange(3.0), [(0, (np.arange(3.0) + 1,))])["status"] == "fail"
+    assert _check(verifier, t, 5.0, [(0, (np.array([]),))])["status"] == "fail"        # empty vs scalar
+    assert _check(verifier, t, np.full(3, 2.0), [(0, (2.0,))])["status"] == "fail"     # broadcast
+    assert _check(verifier, t, np.nan, [(0, (np.nan,))])["status"] == "fail"
+    c = "from scicode.compare.cmp import cmp_tuple_or_list\nassert cmp_tuple_or_list(f(1), target)\n"
+    assert _check(verifier, c, (1.0, np.ones(2)), [(0, ((1.0, np.array([])),))])["status"] == "fail"
+    assert _check(verifier, c, (1.0, np.ones(2)), [(0, ((1.0, np.ones(2)),))])["status"] == "pass"
+
+
+def test_verifier_stream_must_match(verifier):
+    t = "assert np.allclose(f(1), target)\n"
+    assert _check(verifier, t, 1.0, [])["status"] == "fail"
+    assert _check(verifier, t, 1.0, [(0, (1.0,)), (0, (1.0,))])["status"] == "fail"
+    assert _check(verifier, t, 1.0, [(7, (1.0,))])["status"] == "fail"
+    assert _check(verifier, t, 1.0, [1.0])["status"] == "fail"
+
+
+def test_verifier_decodes_data_only(verifier, tmp_path):
+    sp = split_test("assert f(1) == target\n", DEPS)
+    flag = tmp_path / "pwned"
+    evil = [{"__t": "tuple", "items": [0, {"__t": "tuple", "items": [
+        {"__t": "sympy", "v": f"__import__('os').system('touch {flag}')"}]}]}]
+    res = verifier.check(DEPS, [{"program": sp.verifier, "target": codec.encode(1.0), "records": evil}])[0]
+    assert res["status"] == "fail" and "not accepted" in res["error"] and not flag.exists()
+    obj = [{"__t": "tuple", "items": [0, {"__t": "tuple", "items": [
+        {"__t": "nd", "dtype": "|O", "shape": [1], "b64": "AAAAAAAAAAA="}]}]}]
+    res = verifier.check(DEPS, [{"program": sp.verifier, "target": codec.encode(1.0), "records": obj}])[0]
+    assert res["status"] == "fail"
