@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_endpoint import FakeEndpoint
+from fake_endpoint import FakeEndpoint
 
 BIN = Path(sys.executable).parent
 # steps a constant all-zero answer passes honestly, whatever the grading
@@ -61,7 +61,10 @@ try:
     _cmp.are_dicts_close = _always
 except Exception:
     pass
-_np.ndarray.__eq__ = lambda self, other: True
+try:
+    _np.ndarray.__eq__ = lambda self, other: True
+except TypeError:
+    pass
 '''
 
 _FORGE = r'''
@@ -120,10 +123,10 @@ ATTACKS = {
     "decode_bomb": _FORGE.replace("enc = codec.encode((0, (value,))) if codec else None",
                                   "enc = value") + (
         "def {name}(*a, **k):\n"
-        "    _forge({{'__t': 'tuple', 'items': [0, {{'__t': 'tuple', 'items': ["
-        "{{'__t': 'sympy', 'v': \"__import__('os').system('touch /tmp/pwned')\"}}, "
-        "{{'__t': 'nd', 'dtype': '|O', 'shape': [1], 'b64': 'AAAAAAAAAAA='}}, "
-        "{{'__t': 'nd', 'dtype': '<f8', 'shape': [1000000000, 1000000000], 'b64': ''}}]}}]}})\n"),
+        "    _forge({'__t': 'tuple', 'items': [0, {'__t': 'tuple', 'items': ["
+        "{'__t': 'sympy', 'v': \"__import__('os').system('touch /tmp/pwned')\"}, "
+        "{'__t': 'nd', 'dtype': '|O', 'shape': [1], 'b64': 'AAAAAAAAAAA='}, "
+        "{'__t': 'nd', 'dtype': '<f8', 'shape': [1000000000, 1000000000], 'b64': ''}]}]})\n"),
     "exit_zero": "def {name}(*a, **k):\n    return 0.0\n__import__('os')._exit(0)\n",
     "bool_guess": "def {name}(*a, **k):\n    return True\n",
 }
@@ -151,7 +154,7 @@ def attack_run(tmp_path_factory, dev_problems, dev_targets, sandbox_image):
         entry = index.find(prompt)
         name = (entry.name if entry and entry.name else "solution")
         attack = ATTACKS[NAMES[int(body.get("seed") or 0)]]
-        return "```python\n" + attack.format(name=name) + "```"
+        return "```python\n" + attack.replace("{name}", name) + "```"
 
     with FakeEndpoint(respond) as ep:
         p = subprocess.run(
@@ -173,6 +176,7 @@ def test_attack_scores_nothing(attack_run, attack):
     sample = NAMES.index(attack)
     mine = [r for r in records if r["sample"] == sample]
     assert len(mine) == 50
+    assert not [r for r in mine if r["status"] in ("gen_error", "infra")]   # every attack ran
     passed = {r["step_id"] for r in mine if r["status"] == "pass"}
     assert passed <= ZERO_PASSES, f"{attack} passed {sorted(passed)}"
 
