@@ -13,6 +13,13 @@ def _positive_int(v: str) -> int:
     return i
 
 
+def _non_negative_int(v: str) -> int:
+    i = int(v)
+    if i < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return i
+
+
 def _positive_float(v: str) -> float:
     f = float(v)
     if f <= 0:
@@ -46,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     a("--regex-path", default=None, help="regex file for code extraction (path or packaged name)")
     a("--prompt-template-type", default=None, help="template file name (e.g. background_comment_template.txt)")
     # ours
-    a("--split", choices=["test", "dev", "all"], default=None, help="default: test (all with --include-dev)")
+    a("--split", choices=["test", "dev", "all"], default=None, help="default: test (all with --include-dev); an explicit --split wins over --include-dev")
     a("--test-data", type=Path, default=None, help="test_data.h5 (else $SCICODE_TEST_DATA, else the cache)")
     a("--sandbox", choices=["auto", "docker", "process"], default="auto")
     a("--sandbox-image", default=None, help="sandbox image; overrides the pinned one on purpose")
@@ -63,6 +70,10 @@ def parser() -> argparse.ArgumentParser:
       help="strict: the sandbox computes values and a verifier outside it decides every verdict; "
            "inprocess: upstream's way, verdicts inside the candidate's process (UNSAFE: model code "
            "can forge them; for debugging parity only)")
+    a("--max-gen-errors", type=_non_negative_int, default=0,
+      help="exit 4 (scores still written) when more steps than this got no answer after retries")
+    a("--reasoning-end-token", default="</think>",
+      help="the answer is what follows the last such token (empty: no stripping)")
     a("--quiet", action="store_true", help="no progress output")
     a("--progress", choices=["auto", "rich", "plain"], default="auto",
       help="bars on a terminal (auto), always bars, or periodic plain lines (logs)")

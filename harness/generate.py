@@ -44,10 +44,6 @@ RESERVED_BODY_KEYS = ("model", "messages", "seed", "temperature", "stream")
 RETRY_STATUSES = frozenset({408, 429})
 
 
-class EndpointError(RuntimeError):
-    """The endpoint URL does not answer (refused, unknown host, bad URL)."""
-
-
 # --------------------------------------------------------------------------- config
 
 def _api_key_from_env() -> Optional[str]:
@@ -530,40 +526,8 @@ class Client:
         return result
 
 
-# --------------------------------------------------------------------------- reachability
-
-async def check_endpoint(cfg: GenConfig, timeout: float = 10.0) -> None:
-    """Raise EndpointError unless something answers HTTP at ``cfg.url``.
-
-    Sends one GET (no generation, nothing cached by the adapter): any HTTP status
-    counts as reachable, as does a server that accepts the connection but is slow
-    to answer. Refused connections, unknown hosts, TLS failures and bad URLs raise.
-    """
-    url = cfg.url
-    try:
-        parsed = httpx.URL(url)
-    except Exception as e:  # httpx.InvalidURL and friends
-        raise EndpointError(f"invalid endpoint URL {url!r}: {_one_line(e, 120)}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise EndpointError(f"invalid endpoint URL {url!r}: expected http(s)://host[:port]/path")
-    t = min(timeout, cfg.timeout) if cfg.timeout else timeout
-    try:
-        async with httpx.AsyncClient(verify=ssl_verify(), timeout=httpx.Timeout(t),
-                                     headers=_headers(cfg)) as http:
-            await http.get(url)
-    except httpx.ConnectTimeout:
-        raise EndpointError(f"endpoint {url} did not accept a connection within {t:g} s") from None
-    except httpx.ConnectError as e:  # refused, unknown host, TLS failure
-        raise EndpointError(f"cannot reach endpoint {url}: {_describe(e)}") from None
-    except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError,
-            httpx.RemoteProtocolError):
-        return  # the connection was accepted: something is listening there
-    except (httpx.HTTPError, OSError) as e:
-        raise EndpointError(f"cannot reach endpoint {url}: {_describe(e)}") from None
-
-
 __all__ = [
-    "GenConfig", "GenResult", "Client", "EndpointError", "check_endpoint",
+    "GenConfig", "GenResult", "Client",
     "parse_extra_params", "split_extra_params", "parse_retry_after", "ssl_verify",
     "SYSTEM_PROMPT", "KNOWN_PARAMS",
 ]

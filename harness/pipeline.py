@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -32,6 +33,8 @@ class Interrupted(Exception):
 
 
 INFRA_RETRIES = 2
+EXIT_FAIL_UNDER = 3   # a score is below --fail-under
+EXIT_GEN_ERRORS = 4   # more steps than --max-gen-errors got no answer from the endpoint
 
 
 @dataclass
@@ -57,8 +60,8 @@ class Run:
 
 # ---------------------------------------------------------------- validation
 def resolve_split(args) -> str:
-    if args.split and args.include_dev and args.split != "all":
-        raise UserError(f"--include-dev means --split all, but --split {args.split} was given")
+    """An explicit --split wins: --include-dev is a task default (aa_scicode, scicode_aa_v2)
+    the user's own `config.params.extra.split` must be able to override."""
     return args.split or ("all" if args.include_dev else "test")
 
 
@@ -207,10 +210,17 @@ class Engine:
                 if not res.ok:
                     self._gen_failed(problem, idx, sample, res.error)
                     return
-                rec = {"text": res.text, "attempts": res.attempts}
+                rec = {"text": res.text, "attempts": res.attempts, "finish_reason": res.finish_reason}
                 self.gens.put(key, rec)
             self.progress.generated()
-            code = prompts.extract_code(rec["text"], run.regex)
+            answer, unended = prompts.split_reasoning(rec["text"], run.args.reasoning_end_token)
+            if unended or rec.get("finish_reason") == "length":
+                # never graded on a draft: the step is `truncated`, the chain goes on without its code
+                why = "reasoning never ended" if unended else "reply cut off (finish_reason: length)"
+                self._truncated(problem, idx, sample, prompt, why)
+                codes.append("")
+                continue
+            code = prompts.extract_code(answer, run.regex)
             self._save(problem["problem_id"], idx, sample, prompt, code, codes)
             cand = assemble.Candidate(problem["problem_id"], sid, idx, sample, code, list(codes))
             self.exec_tasks.append(asyncio.ensure_future(self.execute(cand, problem)))
@@ -226,6 +236,14 @@ class Engine:
                                      "duration": 0.0})
             self.progress.generated(failed=True)
             self.progress.executed("gen_error")
+
+    def _truncated(self, problem, idx, sample, prompt, why):
+        step = problem["sub_steps"][idx]
+        self._started()
+        self._save(problem["problem_id"], idx, sample, prompt, "", [])
+        self.run.records.append({"problem_id": problem["problem_id"], "step_id": step["step_number"],
+                                 "sample": sample, "status": "truncated", "error": why, "duration": 0.0})
+        self.progress.executed("truncated")
 
     def _save(self, pid, idx, sample, prompt, code, chain):
         stem = f"{pid}.{idx + 1}_{sample}"
@@ -325,7 +343,7 @@ def run(args) -> int:
     run_ = prepare(args)
     log_dir = Path(args.log_dir) if args.log_dir else run_.out / "logs"
     _setup_logging(log_dir, args.quiet)
-    from harness.generate import EndpointError, check_endpoint
+    from harness.preflight import EndpointError, check_endpoint
     try:
         asyncio.run(check_endpoint(run_.gen_cfg))
     except EndpointError as e:
@@ -400,12 +418,18 @@ def finish(run_: Run, seconds: float) -> int:
     if args.junit_xml:
         report.write_junit(args.junit_xml, records)
     print(report.summary(sc, path))
+    gen_errors = sc.counts.get("gen_error", 0)
+    if gen_errors > args.max_gen_errors:   # the scores above are written, but not trustworthy
+        first = next((r.get("error") for r in records if r["status"] == "gen_error"), "")
+        print(f"scicode_eval: {gen_errors} step(s) without a model answer after retries "
+              f"(more than --max-gen-errors {args.max_gen_errors}); first: {first}", file=sys.stderr)
+        return EXIT_GEN_ERRORS
     from harness.cli_eval import parse_fail_under
     floors = parse_fail_under(args.fail_under)
     below = [k for k, v in floors.items() if (sc.steps if k == "steps" else sc.problems) < v]
     if below:
         print(f"scicode_eval: below --fail-under for {', '.join(below)}")
-        return 3
+        return EXIT_FAIL_UNDER
     return 0
 
 

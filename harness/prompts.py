@@ -44,6 +44,21 @@ def build_prompt(problem: dict, index: int, previous_code: list[str], template: 
                            dependencies=problem["required_dependencies"])
 
 
+def split_reasoning(text: str, end_token: Optional[str] = "</think>") -> "tuple[str, bool]":
+    """(answer part, reasoning never ended). The answer is everything after the last
+    ``end_token``; a reply that opens reasoning (``<think>`` for ``</think>``) and never
+    closes it has no answer. An empty ``end_token`` disables stripping."""
+    text = text or ""
+    if not end_token:
+        return text, False
+    if end_token in text:
+        return text.rsplit(end_token, 1)[1], False
+    opening = "<" + end_token[2:] if end_token.startswith("</") else None
+    if opening and opening in text:
+        return "", True
+    return text, False
+
+
 def extract_code(reply: str, regex: Optional[str] = None) -> str:
     """Code from a reply: upstream's rule (first ```python block, else first fenced
     block, else the whole text), or the first match of `regex`; import lines removed."""

@@ -25,6 +25,11 @@
   (content null), ``"slow:SECONDS"`` (reply after a delay), ``"reset"``
   (connection reset, no response), ``"ok"``.
 * ``latency`` adds a fixed delay to every reply (benchmark mode).
+* ``api_key="k"`` answers 401 unless ``Authorization: Bearer k`` is sent;
+  ``models={"a", "b"}`` answers 404 ("The model `x` does not exist.") for any
+  other model, as OpenAI, vLLM and NIM do. Both count as requests.
+* A responder may return a :class:`Reply` to set ``finish_reason`` or add a
+  ``reasoning_content`` field (as reasoning parsers of vLLM/SGLang do).
 * Every request is recorded (``requests``: number, method, path, headers with
   lower-case names, parsed body, prompt, fault, timings); ``count``,
   ``max_in_flight`` and ``prompt_counts()`` summarise them.
@@ -73,9 +78,16 @@ class Fault:
         raise ValueError(f"unknown fault spec {spec!r}")
 
 
+@dataclass
+class Reply:
+    content: Optional[str]
+    finish_reason: str = "stop"
+    reasoning_content: Optional[str] = None
+
+
 FaultSpec = Union[Fault, str, int]
 Faults = Union[None, dict, Callable[[int, str, dict], Optional[FaultSpec]]]
-Responder = Callable[[str, dict], Union[str, None, dict]]
+Responder = Callable[[str, dict], Union[str, None, dict, Reply]]
 
 
 @dataclass
@@ -117,8 +129,11 @@ class _Server(ThreadingHTTPServer):
 class FakeEndpoint:
     def __init__(self, responder: Optional[Responder] = None, faults: Faults = None, *,
                  latency: float = 0.0, host: str = "127.0.0.1", port: int = 0,
-                 path: str = DEFAULT_PATH, model_name: Optional[str] = None):
+                 path: str = DEFAULT_PATH, model_name: Optional[str] = None,
+                 api_key: Optional[str] = None, models: Optional[set] = None):
         self.responder = responder or default_responder
+        self.api_key = api_key
+        self.models = models
         self.faults = faults
         self.latency = latency
         self.path = path
@@ -219,9 +234,14 @@ class FakeEndpoint:
                     spec = spec[seen - 1] if seen - 1 < len(spec) else None
         return None if spec is None else Fault.parse(spec)
 
-    def _reply_json(self, body: Any, prompt: str, content: Union[str, None, dict], n: int) -> dict:
+    def _reply_json(self, body: Any, prompt: str, content: Union[str, None, dict, Reply], n: int) -> dict:
         if isinstance(content, dict):
             return content
+        reply = content if isinstance(content, Reply) else Reply(content)
+        content = reply.content
+        message: dict = {"role": "assistant", "content": content}
+        if reply.reasoning_content is not None:
+            message["reasoning_content"] = reply.reasoning_content
         model = self.model_name or (body.get("model") if isinstance(body, dict) else None) or "fake"
         p_tok = len(prompt.split())
         c_tok = len(content.split()) if isinstance(content, str) else 0
@@ -230,8 +250,7 @@ class FakeEndpoint:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
             "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok,
                       "total_tokens": p_tok + c_tok},
         }
@@ -317,6 +336,14 @@ class FakeEndpoint:
                 delay = ep.latency + (fault.delay if fault and fault.kind == "slow" else 0.0)
                 if delay > 0 and ep._stop.wait(delay):
                     self._reset()
+                    return
+                if ep.api_key is not None and self.headers.get("Authorization") != f"Bearer {ep.api_key}":
+                    self._send(401, json.dumps({"error": {"message": "Invalid API key", "code": 401}}).encode())
+                    return
+                model = body.get("model") if isinstance(body, dict) else None
+                if ep.models is not None and model not in ep.models:
+                    msg = f"The model `{model}` does not exist."
+                    self._send(404, json.dumps({"error": {"message": msg, "code": 404}}).encode())
                     return
                 if fault is not None:
                     if fault.kind == "reset":

@@ -290,3 +290,110 @@ def test_launcher_style_dev_selftest_with_sibling_sandboxes(docker_client, harne
     meta_text = "".join(p.read_text() for p in (results / "scicode_results").glob("*.json"))
     assert '"sandbox": "docker"' in meta_text
     print(f"\nlauncher-style dev run in the container: {elapsed:.0f}s, {len(seen)} sibling sandboxes")
+
+
+# ---------------------------------------------------------------- nemo-evaluator-launcher
+
+LAUNCHER = "nemo-evaluator-launcher==0.2.6"   # pinned; its own venv (it wants other versions of some deps)
+LAUNCHER_CONFIG = """\
+defaults:
+  - execution: local
+  - deployment: none
+  - _self_
+execution:
+  output_dir: {results}
+  # the Docker socket for sibling sandboxes, the host's network for an endpoint on the host's
+  # loopback, and the dataset (here: dev targets regenerated from gold code)
+  extra_docker_args: "--network host -v /var/run/docker.sock:/var/run/docker.sock -v {dev_h5}:/data/dev.h5:ro"
+target:
+  api_endpoint:
+    url: {url}
+    model_id: scicode-reference-gold
+    api_key_name: MY_API_KEY
+evaluation:
+  nemo_evaluator_config:
+    config:
+      params:
+        parallelism: 4
+        extra:
+          split: dev
+          test_data: /data/dev.h5
+          sandbox: docker
+  tasks:
+    - name: scicode.scicode_background
+      container: scicode-harness:latest   # without it the launcher picks NVIDIA's own image
+"""
+
+
+@pytest.fixture(scope="session")
+def launcher_bin():
+    """nemo-evaluator-launcher in a venv of its own, kept in the harness cache."""
+    import subprocess
+    import sys
+    from harness.paths import cache_dir
+    venv = cache_dir() / ("launcher-" + LAUNCHER.split("==")[1])
+    exe = venv / "bin" / "nemo-evaluator-launcher"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", LAUNCHER], check=True, timeout=900)
+    return exe
+
+
+def test_container_readme_gives_the_tested_launcher_config():
+    text = (ROOT / "container" / "README.md").read_text()
+    assert LAUNCHER_CONFIG.format(results="/path/to/results", dev_h5="/path/to/dev.h5",
+                                  url="http://127.0.0.1:8011/v1/chat/completions") in text
+    for needle in ("NEMO_EVALUATOR_TRUST_UNLISTED_TASKS=1", LAUNCHER, "status"):
+        assert needle in text, needle
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(3600)
+def test_launcher_local_executor_scores_gold_dev(launcher_bin, harness_image, sandbox_image, tmp_path):
+    """NVIDIA's launcher, local executor, no deployment, our image, the gold reference endpoint
+    on the host: results.yml holds 1.0 / 1.0 and `status` says success."""
+    import json
+    import os
+    import subprocess
+    from harness.reference import make_server
+    from harness.paths import targets_path
+    dev_h5 = targets_path("dev")
+    if not dev_h5.is_file():
+        from harness.targets import build
+        assert build(split="dev", out=dev_h5, backend="docker", progress=None).ok
+
+    server = make_server("127.0.0.1", 0, mode="gold", split="dev")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+    results = tmp_path / "results"
+    cfg = tmp_path / "launcher.yaml"
+    cfg.write_text(LAUNCHER_CONFIG.format(results=results, dev_h5=dev_h5, url=url))
+    env = dict(os.environ, HOME=str(tmp_path / "home"), MY_API_KEY="unused-by-the-reference",
+               NEMO_EVALUATOR_TRUST_UNLISTED_TASKS="1", NEMO_EVALUATOR_TELEMETRY_LEVEL="0")
+    nel = lambda *a, timeout=300: subprocess.run([str(launcher_bin), *a], capture_output=True,  # noqa: E731
+                                                 text=True, timeout=timeout, env=env, cwd=tmp_path)
+    try:
+        p = nel("run", "--config", str(cfg))
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        inv = re.search(r"Invocation ID: ([0-9a-f]+)", p.stdout + p.stderr).group(1)
+        deadline = time.monotonic() + 3000
+        while True:
+            st = nel("status", "--json", inv)
+            jobs = json.loads(st.stdout[st.stdout.index("["):]) if "[" in st.stdout else []
+            states = {j["status"] for j in jobs}
+            if jobs and states <= {"success", "failed", "killed"}:
+                break
+            if time.monotonic() > deadline:
+                nel("kill", inv)
+                pytest.fail(f"launcher job not done in time: {st.stdout[-2000:]}")
+            time.sleep(10)
+    finally:
+        server.shutdown()
+    artifacts = next(results.glob("*/scicode.scicode_background.0/artifacts"))
+    log = next(results.glob("*/scicode.scicode_background.0/logs/client_stdout.log")).read_text()
+    assert states == {"success"}, log[-4000:]
+    m = yaml.safe_load((artifacts / "results.yml").read_text())["results"]["tasks"]["scicode"]["metrics"]
+    assert m["steps_pass@1"]["scores"]["steps_pass@1"]["value"] == 1.0, log[-4000:]
+    assert m["problems_pass@1"]["scores"]["problems_pass@1"]["value"] == 1.0
+    data = json.loads(next((artifacts / "scicode_results").glob("*.json")).read_text())
+    assert data["scored_steps"] == 50 and data["counts"]["pass"] == 50 and data["run"]["sandbox"] == "docker"

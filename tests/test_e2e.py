@@ -44,7 +44,7 @@ GOLD = {s["function_header"].split("(")[0]: s["gold"] for p in PROBLEMS for s in
 
 def answer(prompt, body):
     """Gold code for the step after NEXT STEP; sample (seed) 1 gets a wrong `twice`."""
-    nxt = prompt.split("NEXT STEP", 1)[1]
+    nxt = prompt.split("NEXT STEP", 1)[-1]   # the preflight's prompt has none
     for header, code in GOLD.items():
         if header in nxt:
             if header == "def twice" and body.get("seed") == 1:
@@ -86,14 +86,15 @@ def metrics(out):
 @pytest.mark.docker
 def test_run_eval_with_faults_scores_exactly(problem_set, tmp_path, sandbox_image):
     pfile, tfile = problem_set
-    faults = {1: "429:0.1", 2: "500", 3: "reset", 5: "slow:0.3"}
+    faults = {2: "429:0.1", 3: "500", 4: "reset", 6: "slow:0.3"}   # request 1 is the preflight
     toy = ("901.1", "901.2", "902.1")
     from harness.schedule import History
     assert not History().path.exists()     # this test's own history (conftest), empty
     with FakeEndpoint(answer, faults=faults) as ep:
         p = run_eval(ep, tmp_path / "out", pfile, tfile)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-        seeds = {r.body.get("seed") for r in ep.requests if r.body}
+        seeds = {r.body.get("seed") for r in ep.requests[1:] if r.body}
+        assert ep.requests[0].body["max_tokens"] == 1
     # sample 0: 3/3 steps, 2/2 problems; sample 1: wrong twice -> 2/3 steps, 1/2 problems
     steps, probs = metrics(tmp_path / "out")
     assert steps == pytest.approx((1 + 2 / 3) / 2) and probs == pytest.approx(0.75)
@@ -106,6 +107,11 @@ def test_run_eval_with_faults_scores_exactly(problem_set, tmp_path, sandbox_imag
 
 
 @pytest.mark.docker
+def gens(ep):
+    """Generation requests (each run also sends one max_tokens=1 preflight)."""
+    return sum(1 for r in ep.requests if isinstance(r.body, dict) and r.body.get("max_tokens") != 1)
+
+
 def test_resume_requests_nothing_twice(problem_set, tmp_path, sandbox_image):
     pfile, tfile = problem_set
     out = tmp_path / "out"
@@ -115,22 +121,22 @@ def test_resume_requests_nothing_twice(problem_set, tmp_path, sandbox_image):
     with FakeEndpoint(answer, faults=slow) as ep:
         proc = subprocess.Popen(args + ["--url", ep.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
-        while ep.count < 3:
+        while gens(ep) < 3:
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err
-        first = ep.count
+        first = gens(ep)
     with FakeEndpoint(answer) as ep2:
         p = subprocess.run(args + ["--url", ep2.url], capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr
-        second = ep2.count
+        second = gens(ep2)
     # every step of every chain was requested exactly once over both runs (6 prompts)...
     assert first + second <= 6 + 1  # +1: a request in flight at the interrupt may be repeated
     with FakeEndpoint(answer) as ep3:  # ...and a finished run requests nothing
         p = subprocess.run(args + ["--url", ep3.url, "--junit-xml", str(tmp_path / "junit.xml"),
                                    "--fail-under", "steps=0.9"], capture_output=True, text=True, timeout=300)
-        assert p.returncode == 3 and ep3.count == 0, p.stderr  # 5/6 steps < 0.9
+        assert p.returncode == 3 and gens(ep3) == 0 and ep3.count == 1, p.stderr  # 5/6 steps < 0.9
     assert (tmp_path / "junit.xml").read_text().count("<testcase") == 6
     data = json.loads(next((out / "scicode_results").glob("*.json")).read_text())
     assert data["steps_pass@1"] == pytest.approx((1 + 2 / 3) / 2)
@@ -142,7 +148,7 @@ def test_direct_broken_json_retried_and_null_content_is_an_answer(problem_set, t
     is an empty answer (scored as a wrong answer, not as a generation error)."""
     pfile, tfile = problem_set
     out = tmp_path / "out"
-    nulls = lambda n, prompt, body: "broken_json" if n == 1 else ("null" if "Write pair." in prompt else None)  # noqa: E731
+    nulls = lambda n, prompt, body: "broken_json" if n == 2 else ("null" if "Write pair." in prompt else None)  # noqa: E731
     with FakeEndpoint(answer, faults=nulls) as ep:
         p = subprocess.run([str(BIN / "scicode_eval"), "--model", "m", "--url", ep.url, "--output-dir", str(out),
                             "--problems", str(pfile), "--test-data", str(tfile), "--quiet"],

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from fake_endpoint import Fault, FakeEndpoint
+from harness.preflight import EndpointError, check_endpoint
 from harness.generate import (
-    SYSTEM_PROMPT, Client, EndpointError, GenConfig, check_endpoint, parse_extra_params,
+    SYSTEM_PROMPT, Client, GenConfig, parse_extra_params,
     parse_retry_after, split_extra_params,
 )
 
@@ -19,7 +20,8 @@ FAST = dict(backoff_base=0.01, backoff_cap=0.05)
 def cfg_for(url, **kw):
     kw = {**FAST, **kw}
     kw.setdefault("api_key", None)
-    return GenConfig(url=url, model="test-model", **kw)
+    kw.setdefault("model", "test-model")
+    return GenConfig(url=url, **kw)
 
 
 def run(coro):
@@ -368,17 +370,53 @@ def test_mixed_faults_many_prompts():
         assert ep.max_in_flight <= 3
 
 
-# ------------------------------------------------------------------ reachability
+# ------------------------------------------------------------------ preflight
 
-def test_check_endpoint_reachable_does_not_generate():
-    with FakeEndpoint() as ep:
-        run(check_endpoint(cfg_for(ep.url)))
-        assert ep.count == 0 and len(ep.gets) == 1 and ep.gets[0].path == "/v1/chat/completions"
+def test_preflight_is_one_cheap_real_request():
+    with FakeEndpoint(api_key="k1", models={"m"}) as ep:
+        run(check_endpoint(cfg_for(ep.url, model="m", api_key="k1", extra_body={"top_k": 5})))
+        assert ep.count == 1
+        req = ep.requests[0]
+        assert req.path == "/v1/chat/completions" and req.headers["authorization"] == "Bearer k1"
+        assert req.body["max_tokens"] == 1 and req.body["model"] == "m" and req.body["top_k"] == 5
+        run(check_endpoint(cfg_for(ep.url, model="m", api_key="k1")))
+        assert ep.requests[1].body["seed"] != req.body["seed"]  # never answered from a proxy cache
 
 
-def test_check_endpoint_any_http_answer_counts():
-    with FakeEndpoint() as ep:  # GET answers 405 here; a 404 path is equally fine
-        run(check_endpoint(cfg_for(ep.base_url + "/nothing/here")))
+@pytest.mark.parametrize("kw, needles", [
+    (dict(api_key=None), ["wants an API key", "HTTP 401", "api_key_name"]),
+    (dict(api_key="wrong"), ["rejected the API key", "HTTP 401", "api_key_name"]),
+    (dict(model="nope"), ["does not serve model 'nope'", "HTTP 404", "model_id / --model"]),
+])
+def test_preflight_names_the_problem_and_the_key(kw, needles):
+    with FakeEndpoint(api_key="k1", models={"m"}) as ep:
+        cfg = cfg_for(ep.url, **{"model": "m", "api_key": "k1", **kw})
+        with pytest.raises(EndpointError) as ei:
+            run(check_endpoint(cfg))
+        msg = str(ei.value)
+        assert "\n" not in msg and all(n in msg for n in needles), msg
+        assert ep.count == 1   # a 4xx is not retried
+
+
+def test_preflight_wrong_path_and_not_an_api():
+    with FakeEndpoint(faults=lambda n, p, b: "404") as ep:
+        with pytest.raises(EndpointError) as ei:
+            run(check_endpoint(cfg_for(ep.base_url + "/v1")))
+        assert "no chat-completions API" in str(ei.value) and "--url" in str(ei.value)
+    with FakeEndpoint(faults=lambda n, p, b: "no_choices") as ep:
+        with pytest.raises(EndpointError) as ei:
+            run(check_endpoint(cfg_for(ep.url)))
+        assert "does not answer like an OpenAI" in str(ei.value)
+
+
+def test_preflight_retries_transient_failures():
+    with FakeEndpoint(faults={1: "503", 2: "reset"}) as ep:
+        run(check_endpoint(cfg_for(ep.url, backoff_base=0.01)))
+        assert ep.count == 3
+    with FakeEndpoint(faults=lambda n, p, b: "500") as ep:
+        with pytest.raises(EndpointError) as ei:
+            run(check_endpoint(cfg_for(ep.url, backoff_base=0.01)))
+        assert ep.count == 3 and "HTTP 500" in str(ei.value) and "\n" not in str(ei.value)
 
 
 def test_check_endpoint_refused():
@@ -386,7 +424,7 @@ def test_check_endpoint_refused():
     with pytest.raises(EndpointError) as ei:
         run(check_endpoint(cfg_for(url)))
     msg = str(ei.value)
-    assert "connection refused" in msg and url in msg and "\n" not in msg
+    assert "connection refused" in msg and url in msg and "\n" not in msg and "--url" in msg
 
 
 def test_check_endpoint_unknown_host():

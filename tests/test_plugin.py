@@ -34,7 +34,8 @@ def dry_run(tmp_path, *extra):
 
 def test_seed_dry_run_aa_scicode(tmp_path):
     cfg, cmd = dry_run(tmp_path, "--eval_type", "aa_scicode")
-    assert cmd.startswith("scicode_eval --model my_model --url http://localhost:8000")
+    assert cmd.startswith("p=$PPID; until command -v scicode_eval")   # finds it without `activate`
+    assert "; scicode_eval --model my_model --url http://localhost:8000" in cmd
     assert "--n-samples=3" in cmd
     assert "--extra-params top_p=1e-05,timeout=60,max_tokens=4096,max_retries=2" in cmd
     assert "--with-background" in cmd and "--include-dev" in cmd and "--temperature=0.0" in cmd
@@ -71,9 +72,13 @@ def test_overrides_run_config_and_api_key(tmp_path):
                                   "extra": {"sandbox": "process"}}}}))
     cfg, cmd = dry_run(tmp_path, "--run_config", str(rc), "--api_key_name", "MY_KEY", "--overrides",
                        "config.params.extra.n_samples=5,config.params.extra.split=dev")
-    assert cmd.startswith("API_KEY=$MY_KEY SCICODE_API_KEY_NAME=MY_KEY scicode_eval")
+    assert "; API_KEY=$MY_KEY SCICODE_API_KEY_NAME=MY_KEY scicode_eval" in cmd
     assert "--limit-samples=2" in cmd and "--n-samples=5" in cmd
     assert "--split=dev" in cmd and "--sandbox=process" in cmd
+    assert "--max-gen-errors" not in cmd and "--reasoning-end-token" not in cmd   # null: the defaults
+    _, cmd = dry_run(tmp_path, "--eval_type", "aa_scicode", "--overrides",
+                     "config.params.extra.max_gen_errors=5,config.params.extra.reasoning_end_token=</think>")
+    assert "--max-gen-errors=5" in cmd and "--reasoning-end-token='</think>'" in cmd   # quoted for bash
 
 
 def test_parse_output(tmp_path):
