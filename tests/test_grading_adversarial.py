@@ -2,9 +2,10 @@
 
 One scicode_eval run answers every dev step with attack code; each sample index is one
 attack (the fake endpoint picks by the request's seed). Every attack must score 0 steps,
-except where an honest constant answer passes the benchmark's own test (78.2's tests accept
-an all-zero trajectory, with or without a sandbox: see README), so forgers that claim zeros
-may pass exactly that step and nothing else.
+except where an honest constant answer passes the benchmark's own tests: 10.10's targets
+are all 0.0 and 78.2's tests accept an all-zero trajectory (see README). The baseline
+`honest_zero` (every function returns 0.0) measures that; forgers that claim zeros may pass
+what it passes and nothing else.
 """
 import json
 import os
@@ -18,7 +19,7 @@ from fake_endpoint import FakeEndpoint
 
 BIN = Path(sys.executable).parent
 # steps a constant all-zero answer passes honestly, whatever the grading
-ZERO_PASSES = {"78.2"}
+ZERO_PASSES = {"10.10", "78.2"}
 
 _FIND = r'''
 _sys = __import__("sys")
@@ -91,6 +92,7 @@ def _forge(value):
 '''
 
 ATTACKS = {
+    "honest_zero": "def {name}(*a, **k):\n    return 0.0\n",
     "loot_target": _FIND + "def {name}(*a, **k):\n    return _loot()\n",
     "patch_comparators": _PATCH + "def {name}(*a, **k):\n    return _np.zeros(3)\n",
     "forge_at_import": _FORGE + "_forge(0.0)\ndef {name}(*a, **k):\n    return 0.0\n",
@@ -153,7 +155,7 @@ def attack_run(tmp_path_factory, dev_problems, dev_targets, sandbox_image):
     def respond(prompt, body):
         entry = index.find(prompt)
         name = (entry.name if entry and entry.name else "solution")
-        attack = ATTACKS[NAMES[int(body.get("seed") or 0)]]
+        attack = ATTACKS[NAMES[int(body.get("seed") or 0) % len(NAMES)]]   # the preflight sends a random seed
         return "```python\n" + attack.replace("{name}", name) + "```"
 
     with FakeEndpoint(respond) as ep:
@@ -178,7 +180,9 @@ def test_attack_scores_nothing(attack_run, attack):
     assert len(mine) == 50
     assert not [r for r in mine if r["status"] in ("gen_error", "infra")]   # every attack ran
     passed = {r["step_id"] for r in mine if r["status"] == "pass"}
-    assert passed <= ZERO_PASSES, f"{attack} passed {sorted(passed)}"
+    zero = {r["step_id"] for r in records if r["sample"] == 0 and r["status"] == "pass"}
+    assert zero <= ZERO_PASSES
+    assert passed <= zero, f"{attack} passed {sorted(passed)}, an all-zero answer only {sorted(zero)}"
 
 
 @pytest.mark.docker

@@ -210,7 +210,13 @@ def _cleanup_all() -> None:
             pass
 
 
+_signalled: list[int] = []
+
+
 def _on_signal(signum, frame):
+    if _signalled:   # a second Ctrl-C/SIGTERM: leave now (stored work is line-atomic)
+        os._exit(128 + signum)
+    _signalled.append(signum)
     _cleanup_all()
     prev = _previous.get(signum)
     if callable(prev):
