@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
       help="exit 4 (scores still written) when more steps than this got no answer after retries")
     a("--reasoning-end-token", default="</think>",
       help="the answer is what follows the last such token (empty: no stripping)")
+    a("--allow-missing-targets", action="store_true",
+      help="steps the test data lacks score as no_target (never a pass) instead of stopping the run")
     a("--quiet", action="store_true", help="no progress output")
     a("--progress", choices=["auto", "rich", "plain"], default="auto",
       help="bars on a terminal (auto), always bars, or periodic plain lines (logs)")

@@ -56,6 +56,7 @@ class Run:
     verifier: Any = None
     reader: Any = None
     splits: dict = field(default_factory=dict)   # step id -> [grade.Split]
+    no_target: set = field(default_factory=set)  # steps the test data lacks (--allow-missing-targets)
 
 
 # ---------------------------------------------------------------- validation
@@ -85,7 +86,8 @@ def resolve_test_data(args, split: str) -> Path:
     return Path(path)
 
 
-def check_test_data(path: Path, problems: list[dict]) -> None:
+def check_test_data(path: Path, problems: list[dict], allow_missing: bool = False) -> list[str]:
+    """Steps the file lacks; an error unless allow_missing (then they score as no_target)."""
     from harness import h5targets
     need = {s["step_number"]: len(s["test_cases"]) for p in problems for s in p["sub_steps"]
             if s.get("test_cases")}
@@ -95,7 +97,11 @@ def check_test_data(path: Path, problems: list[dict]) -> None:
         raise UserError(f"cannot read test data {path}: {e}") from None
     if missing:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise UserError(f"test data {path} lacks {len(missing)} step(s) this run needs: {shown}")
+        if not allow_missing:
+            raise UserError(f"test data {path} lacks {len(missing)} step(s) this run needs: {shown} "
+                            "(--allow-missing-targets scores them as no_target)")
+        log.warning("test data %s lacks %d step(s); they score as no_target: %s", path, len(missing), shown)
+    return missing
 
 
 def gen_config(args):
@@ -131,7 +137,7 @@ def prepare(args) -> Run:
     if args.limit_samples:
         problems = problems[: args.limit_samples]
     test_data = resolve_test_data(args, split)
-    check_test_data(test_data, problems)
+    no_target = check_test_data(test_data, problems, getattr(args, "allow_missing_targets", False))
     from harness.dataset import sha256_file
     cfg = gen_config(args)
     limits = Limits(timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus)
@@ -139,6 +145,7 @@ def prepare(args) -> Run:
               template=template, regex=regex, limits=limits, out=Path(args.output_dir),
               test_data_id=sha256_file(test_data))
     run.sampling = dict(cfg.sampling_params(), template=tname, regex=regex, prefill=args.prefill)
+    run.no_target = set(no_target)
     run.grading = getattr(args, "grading", None) or "strict"
     if run.grading == "strict":
         from harness import grade
@@ -202,7 +209,8 @@ class Engine:
                 codes.append(prompts.prefill(step, dataset.prefilled_code(sid), run.args.prefill))
                 continue
             prompt = prompts.build_prompt(problem, idx, codes, run.template, run.args.with_background)
-            key = make_key(model=run.args.model, prompt=prompt, sample=sample, sampling=run.sampling)
+            key = make_key(model=run.args.model, prompt=prompt, sample=sample, sampling=run.sampling,
+                           step=sid)   # 46.1 and 68.1 share a prompt: still two samples
             rec = self.gens.get(key)
             if rec is None:
                 # the chain with the most steps left goes first: it bounds the run's length
@@ -278,6 +286,11 @@ class Engine:
 
     def _execute_sync(self, cand, problem) -> dict:
         run = self.run
+        if cand.step_id in run.no_target:   # never a pass, never dropped from the denominator
+            self._started()
+            return {"status": "no_target", "tests": [], "error": "no target for this step in the test data",
+                    "duration": 0.0, "problem_id": cand.problem_id, "step_id": cand.step_id,
+                    "sample": cand.sample}
         step = problem["sub_steps"][cand.index]
         # targets are named by the data file's hash and the step, so keys never copy large arrays
         key = make_key(code=assemble.program(problem["required_dependencies"], cand.chain, cand.code),

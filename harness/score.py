@@ -10,7 +10,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-STATUSES = ("pass", "fail", "error", "timeout", "oom", "gen_error", "truncated", "infra")
+STATUSES = ("pass", "fail", "error", "timeout", "oom", "gen_error", "truncated", "no_target", "infra")
 NV_SKIP = {"13": 6, "62": 1, "76": 3}  # the steps NVIDIA 26.3 means to skip (1-based)
 
 

@@ -471,7 +471,7 @@ class BuildReport:
         oom = sorted({f.step for f in self.failed if "out of memory" in f.message}, key=_step_key)
         if oom:
             lines.append(f"  hint: {', '.join(oom)} ran out of memory at the {self.memory or 'default'} limit; "
-                         f"gold code may need more (e.g. --memory 4g)")
+                         f"gold code may need more (e.g. --memory {_more_memory(self.memory)})")
         if self.out:
             lines.append(f"  written to {self.out}")
         return "\n".join(lines)
@@ -772,6 +772,16 @@ def build(split: str = "dev", out: Optional[Path] = None, problems_path: Optiona
         write_targets(Path(out), targets)
     report.duration = time.monotonic() - t0
     return report
+
+
+def _more_memory(limit: str) -> str:
+    """A limit twice the given one, in GiB (the hint must name more than what failed)."""
+    from harness.sandbox.runner import parse_size
+    try:
+        gib = parse_size(limit or "4g") / (1 << 30)
+    except ValueError:
+        gib = 4
+    return f"{max(int(gib * 2), 1)}g"
 
 
 def _describe_diff(a, b) -> str:
