@@ -105,6 +105,10 @@ def _match_comparison(node: ast.AST, helpers: set[str], indexed: bool):
     def idx(n):
         return _target_index(n) if indexed else None
 
+    if indexed:
+        pair = _match_tuple_pair(node, helpers)
+        if pair:
+            return pair
     if isinstance(node, ast.Call):
         prefix, name = _func_name(node.func)
         if name is None:
@@ -136,6 +140,53 @@ def _match_comparison(node: ast.AST, helpers: set[str], indexed: bool):
     return None
 
 
+def _match_tuple_pair(node: ast.AST, helpers: set[str]):
+    """cmp((target[1], target[2]), (E1, E2)) -> (kind, [E1, E2], [1, 2])."""
+    if isinstance(node, ast.Call):
+        prefix, name = _func_name(node.func)
+        ok = (name in _NUMPY_COMPARATORS and prefix in ("np", "numpy", None)) or name in _SCICODE_COMPARATORS
+        if not ok or len(node.args) != 2 or node.keywords:
+            return None
+        a, b, kind = node.args[0], node.args[1], name
+    elif isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq):
+        a, b, kind = node.left, node.comparators[0], "eq"
+    else:
+        return None
+    for t, e in ((a, b), (b, a)):
+        if (isinstance(t, ast.Tuple) and isinstance(e, ast.Tuple) and len(t.elts) == len(e.elts)
+                and all(_target_index(x) is not None for x in t.elts)
+                and not _mentions_target(e)):
+            return kind, list(e.elts), [_target_index(x) for x in t.elts]
+    return None
+
+
+def _unpack_target(tree: ast.Module) -> Optional[ast.Module]:
+    """`a, b = target` then uses of a, b -> the same test with target[0], target[1] in their
+    place (so the indexed matcher records the tuple). None when there is no such statement."""
+    found = [st for st in tree.body if isinstance(st, ast.Assign) and len(st.targets) == 1
+             and isinstance(st.targets[0], (ast.Tuple, ast.List)) and _is_target(st.value)
+             and all(isinstance(e, ast.Name) for e in st.targets[0].elts)]
+    if len(found) != 1:
+        return None
+    names = {e.id: k for k, e in enumerate(found[0].targets[0].elts)}
+    stores = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in names
+              and isinstance(n.ctx, ast.Store) and n not in found[0].targets[0].elts]
+    if stores:
+        return None
+
+    class _Sub(ast.NodeTransformer):
+        def visit_Name(self, node):
+            if node.id in names and isinstance(node.ctx, ast.Load):
+                return ast.copy_location(ast.Subscript(value=ast.Name(TARGET, ast.Load()),
+                                                       slice=ast.Constant(names[node.id]),
+                                                       ctx=ast.Load()), node)
+            return node
+
+    body = [st for st in tree.body if st is not found[0]]
+    new = ast.fix_missing_locations(_Sub().visit(ast.Module(body=body, type_ignores=[])))
+    return new
+
+
 def _match_assert(test: ast.AST, helpers: set[str]):
     """(kind, expr_node_or_list) for an assertion test comparing with target."""
     m = _match_comparison(test, helpers, indexed=False)
@@ -147,9 +198,13 @@ def _match_assert(test: ast.AST, helpers: set[str]):
         kinds = []
         for v in test.values:
             m = _match_comparison(v, helpers, indexed=True)
-            if not m or m[2] in parts:
+            if not m:
                 return None
-            parts[m[2]] = m[1]
+            exprs, idxs = (m[1], m[2]) if isinstance(m[2], list) else ([m[1]], [m[2]])
+            for e, k in zip(exprs, idxs):
+                if k is None or k in parts:
+                    return None
+                parts[k] = e
             kinds.append(m[0])
         if sorted(parts) != list(range(len(parts))):
             return None
@@ -235,6 +290,12 @@ def rewrite_test(test_src: str, label: str = "") -> RewriteResult:
         tree = ast.parse(test_src)
     except SyntaxError as e:
         return RewriteResult(None, "unsupported", True, f"{where}syntax error: {e}")
+    unpacked = _unpack_target(tree)
+    if unpacked is not None:
+        res = rewrite_test(ast.unparse(unpacked) + "\n", label)
+        if res.supported:
+            res.kind = "unpack:" + res.kind
+        return res
     free_nodes = _free_target_refs(tree)
     free = {id(n) for n in free_nodes}
     if not free:

@@ -71,7 +71,8 @@ def build_cmd(
         report.write_text(json.dumps(rep.to_dict(), indent=2) + "\n", encoding="utf-8")
     if not rep.ok:
         typer.echo(f"targets build: {len(rep.steps_missing)} step(s) have no targets "
-                   f"(gold code failed or a test case is unsupported)", err=True)
+                   f"(gold code failed or a test case is unsupported); the others are written, and "
+                   f"`scicode_eval --allow-missing-targets` scores those steps as no_target", err=True)
         raise typer.Exit(1)
 
 
