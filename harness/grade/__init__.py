@@ -10,7 +10,7 @@ run in the sandbox and fails with the reason (none of SciCode's 1,082 tests is s
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 from harness.grade.split import Split, split_test
 
@@ -79,4 +79,3 @@ def counts(splits_by_step: dict[str, list[Split]]) -> dict:
 
 
 __all__ = ["GRADING_VERSION", "plan", "sandbox_tests", "grade", "counts", "Split", "split_test"]
-_ = Optional

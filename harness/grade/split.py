@@ -23,7 +23,6 @@ forged value stream can never skip a check: the verifier decides how many assert
 from __future__ import annotations
 
 import ast
-import builtins
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -72,10 +71,6 @@ class Split:
         if self.error:
             return "unsupported"
         return "target" if self.uses_target else "test"
-
-
-def _names(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
 def _chain(node: ast.AST) -> list[str]:
@@ -177,17 +172,17 @@ class _Splitter:
         return any(isinstance(n, ast.Name) and (n.id == TARGET or n.id in sc.derived)
                    for n in ast.walk(node))
 
-    def comparison_layer(self, node: ast.AST) -> bool:
+    def comparison_layer(self, node: ast.AST, sc: _Scope) -> bool:
         if isinstance(node, (ast.Compare, ast.BoolOp)):
             return True
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             return True
         if isinstance(node, ast.Call):
             ch = _chain(node.func)
-            if ch and ch[-1] in COMPARATORS:
+            if ch and ch[-1] in COMPARATORS and self.trusted(node.func, sc):
                 return True
             if (isinstance(node.func, ast.Attribute) and node.func.attr in ("all", "any")
-                    and not node.args and self.comparison_layer(node.func.value)):
+                    and not node.args and self.comparison_layer(node.func.value, sc)):
                 return True
         return False
 
@@ -195,7 +190,7 @@ class _Splitter:
         """The verifier's copy of node, with untrusted parts replaced by __scicode_v__[k]."""
         if self.trusted(node, sc):
             return self.strict(node)
-        if not self.has_target(node, sc) and not self.comparison_layer(node):
+        if not self.has_target(node, sc) and not self.comparison_layer(node, sc):
             leaves.append(node)
             return ast.Subscript(value=ast.Name(V, ast.Load()),
                                  slice=ast.Constant(len(leaves) - 1), ctx=ast.Load())
@@ -433,18 +428,14 @@ def split_test(source: str, deps: str = "", label: str = "") -> Split:
 
 
 def _check_procedure_calls(tree: ast.Module, procedures: set[str]) -> None:
-    """Functions holding asserts may only be called as plain statements with trusted arguments."""
+    """Functions holding asserts may only be called as plain statements without arguments,
+    so the verifier runs their asserts exactly as often as the sandbox does."""
     if not procedures:
         return
+    allowed = {id(st.value.func) for st in ast.walk(tree)
+               if isinstance(st, ast.Expr) and isinstance(st.value, ast.Call)
+               and not st.value.args and not st.value.keywords}
     for n in ast.walk(tree):
-        if isinstance(n, ast.Name) and n.id in procedures and isinstance(n.ctx, ast.Load):
-            ok = False
-            for st in ast.walk(tree):
-                if (isinstance(st, ast.Expr) and isinstance(st.value, ast.Call)
-                        and st.value.func is n and not st.value.args and not st.value.keywords):
-                    ok = True
-            if not ok:
-                raise Unsupported(f"function {n.id} holds asserts and is used in an expression")
-
-
-_ = builtins  # SAFE_BUILTINS names real builtins
+        if (isinstance(n, ast.Name) and n.id in procedures and isinstance(n.ctx, ast.Load)
+                and id(n) not in allowed):
+            raise Unsupported(f"function {n.id} holds asserts and is used in an expression")

@@ -11,7 +11,6 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Optional
 
 log = logging.getLogger(__name__)
 
