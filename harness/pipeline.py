@@ -186,7 +186,11 @@ class Engine:
         self.code_dir = run.out / "generated_code" / name / bg
         self.infra: Optional[str] = None
         from harness.grade import GRADING_VERSION
-        self.grading_key = (GRADING_VERSION if run.grading == "strict" else "inprocess")
+        if run.grading == "strict":   # a new verifier program means new verdicts
+            from harness.grade.verifier import VERIFIER_SOURCE
+            self.grading_key = [GRADING_VERSION, make_key(verifier=VERIFIER_SOURCE)]
+        else:
+            self.grading_key = "inprocess"
         # candidates that may still need a sandbox: the backend warms no more containers than this
         self.unstarted = progress.total
         self._count_lock = threading.Lock()
@@ -293,8 +297,10 @@ class Engine:
                     "sample": cand.sample}
         step = problem["sub_steps"][cand.index]
         # targets are named by the data file's hash and the step, so keys never copy large arrays
+        tests = ([[sp.sandbox, sp.verifier] for sp in run.splits[cand.step_id]]
+                 if run.grading == "strict" else step["test_cases"])   # what actually runs
         key = make_key(code=assemble.program(problem["required_dependencies"], cand.chain, cand.code),
-                       tests=step["test_cases"], targets=[run.test_data_id, cand.step_id],
+                       tests=tests, targets=[run.test_data_id, cand.step_id],
                        image=run.backend.image, backend=run.backend.name, env=JOB_ENV,
                        limits=[run.limits.timeout, run.limits.memory, run.limits.cpus],
                        grading=self.grading_key)
