@@ -160,7 +160,7 @@ def _match_tuple_pair(node: ast.AST, helpers: set[str]):
     return None
 
 
-def _unpack_target(tree: ast.Module) -> Optional[ast.Module]:
+def _unpack_target(tree: ast.Module) -> Optional[tuple[ast.Module, int, int]]:
     """`a, b = target` then uses of a, b -> the same test with target[0], target[1] in their
     place (so the indexed matcher records the tuple). None when there is no such statement."""
     found = [st for st in tree.body if isinstance(st, ast.Assign) and len(st.targets) == 1
@@ -184,11 +184,12 @@ def _unpack_target(tree: ast.Module) -> Optional[ast.Module]:
 
     body = [st for st in tree.body if st is not found[0]]
     new = ast.fix_missing_locations(_Sub().visit(ast.Module(body=body, type_ignores=[])))
-    return new
+    return new, len(names), found[0].lineno
 
 
-def _match_assert(test: ast.AST, helpers: set[str]):
-    """(kind, expr_node_or_list) for an assertion test comparing with target."""
+def _match_assert(test: ast.AST, helpers: set[str], arity: Optional[int] = None):
+    """(kind, expr_node_or_list) for an assertion test comparing with target; with
+    `arity` (the test unpacked the target into that many names) every part is needed."""
     m = _match_comparison(test, helpers, indexed=False)
     if m:
         return m[0], m[1]
@@ -206,7 +207,7 @@ def _match_assert(test: ast.AST, helpers: set[str]):
                     return None
                 parts[k] = e
             kinds.append(m[0])
-        if sorted(parts) != list(range(len(parts))):
+        if sorted(parts) != list(range(len(parts))) or (arity is not None and len(parts) != arity):
             return None
         return "tuple:" + ",".join(kinds), [parts[i] for i in range(len(parts))]
     return None
@@ -276,7 +277,7 @@ def _segment(src: str, node: ast.AST) -> str:
     return seg if seg is not None else ast.unparse(node)
 
 
-def rewrite_test(test_src: str, label: str = "") -> RewriteResult:
+def rewrite_test(test_src: str, label: str = "", _arity: Optional[int] = None) -> RewriteResult:
     """Rewrite one SciCode test case for record mode.
 
     The assertion comparing EXPR with ``target`` becomes ``__scicode_record__(EXPR)``
@@ -292,10 +293,14 @@ def rewrite_test(test_src: str, label: str = "") -> RewriteResult:
         return RewriteResult(None, "unsupported", True, f"{where}syntax error: {e}")
     unpacked = _unpack_target(tree)
     if unpacked is not None:
-        res = rewrite_test(ast.unparse(unpacked) + "\n", label)
+        res = rewrite_test(ast.unparse(unpacked[0]) + "\n", label, unpacked[1])
         if res.supported:
             res.kind = "unpack:" + res.kind
-        return res
+            return res
+        line = next(ln.strip() for ln in test_src.splitlines() if TARGET in ln)
+        return RewriteResult(None, "unsupported", True,
+                             f"{where}unsupported use of target: line {unpacked[2]}: {line[:120]} "
+                             f"(one assertion must compare each of the {unpacked[1]} names once)")
     free_nodes = _free_target_refs(tree)
     free = {id(n) for n in free_nodes}
     if not free:
@@ -306,7 +311,7 @@ def rewrite_test(test_src: str, label: str = "") -> RewriteResult:
     for node in ast.walk(tree):
         if not isinstance(node, ast.Assert) or not any(id(n) in free for n in ast.walk(node)):
             continue
-        m = _match_assert(node.test, helpers)
+        m = _match_assert(node.test, helpers, _arity)
         if m is None or (node.msg is not None and _mentions_target(node.msg)):
             return RewriteResult(None, "unsupported", True,
                                  f"{where}unsupported use of target: {ast.unparse(node)[:200]}")

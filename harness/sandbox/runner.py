@@ -2,8 +2,8 @@
 
 Protocol (shared with the pipeline; see the module docs of harness.sandbox):
 
-* The sandbox runs ``python3 -c RUNNER_SOURCE``. The source is self-contained: it
-  embeds harness/codec.py and the scicode shims. It imports numpy and scipy (and
+* The sandbox runs ``python3 -c RUNNER_SOURCE``: harness/sandbox/inside.py with
+  harness/codec.py and the scicode shims embedded. It imports numpy and scipy (and
   any ``--preload=a,b`` modules) *before* reading stdin, so a warm container has
   already paid for them.
 * Then it reads one line of stdin: the JSON object made by :func:`payload`
@@ -13,7 +13,10 @@ Protocol (shared with the pipeline; see the module docs of harness.sandbox):
 * Script mode (``tests`` is None): ``code`` runs as ``__main__``; the exit status
   is the program's own. No report.
 * Tests mode: ``code`` runs as ``__main__``, then each test snippet in the same
-  namespace with ``target`` bound to its decoded target; pass / fail
+  namespace. Strict grading sends no targets and ``record``: each test's
+  ``__scicode_record__(value)`` calls collect codec-encoded values for the verifier,
+  and "pass" only means the snippet ran. In-process grading (unsafe) binds
+  ``target`` to its decoded target and the snippets assert; pass / fail
   (AssertionError) / error (any other Exception). SystemExit, KeyboardInterrupt
   or any other BaseException stops the run with ``completed=false``. The report
   goes to a copy of the original stdout taken before model code ran, as one line
@@ -42,222 +45,12 @@ TRUNCATION_NOTE = "\n...[{n} bytes truncated]...\n"
 # in-sandbox program
 # ----------------------------------------------------------------------------------------
 
-_PARSE_SHIM = r'''
-"""Stand-in for scicode.parse.parse: targets come from the harness, not from test_data.h5."""
-import _scicode_runtime
-
-
-def process_hdf5_to_tuple(step_id, test_num, *args, **kwargs):
-    """The decoded targets the harness sent for this job (the first test_num of them)."""
-    return list(_scicode_runtime.TARGETS[:int(test_num)])
-'''
-
-_TEMPLATE = r'''
-import sys, os
-if os.getpid() == 1:
-    # PID 1 of a fresh PID namespace (process backend): stay a minimal init, like Docker's
-    # tini, so the program is an ordinary process (self-signals work, orphans are reaped)
-    _child = os.fork()
-    if _child:
-        while True:
-            _pid, _status = os.wait()
-            if _pid == _child:
-                break
-        _code = os.waitstatus_to_exitcode(_status)
-        os._exit(128 - _code if _code < 0 else _code)
-_argv = sys.argv[1:]
-sys.argv = [""]
-import json, types, builtins, linecache, traceback
-import numpy
-import scipy
-
-
-def _preload(args):
-    for arg in args:
-        if arg.startswith("--preload="):
-            for name in filter(None, arg[len("--preload="):].split(",")):
-                try:
-                    __import__(name)
-                except Exception:
-                    pass
-
-
-_preload(_argv)
-del _argv
-
-_CODEC_SRC = @CODEC@
-_CMP_SRC = @CMP@
-_PARSE_SRC = @PARSE@
-_ERR_MAX = 2000
-
-
-def _module(name, src, filename):
-    mod = types.ModuleType(name)
-    mod.__file__ = filename
-    exec(compile(src, filename, "exec", dont_inherit=True), mod.__dict__)
-    sys.modules[name] = mod
-    return mod
-
-
-def _main():
-    line = sys.stdin.buffer.readline()
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    sys.stdin = open(os.devnull, "r")
-    req = json.loads(line)
-    if req.get("tests") is None:
-        _script(req["code"])
-    else:
-        _tests(req)
-
-
-def _fresh_main():
-    mod = types.ModuleType("__main__")
-    mod.__file__ = "solution.py"
-    mod.__builtins__ = builtins
-    sys.modules["__main__"] = mod
-    return mod.__dict__
-
-
-def _compile(src, filename):
-    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    return compile(src, filename, "exec", dont_inherit=True)
-
-
-def _script(code):
-    ns = _fresh_main()
-    try:
-        exec(_compile(code, "solution.py"), ns)
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
-        sys.stderr.flush()
-        sys.exit(1)
-
-
-def _describe(exc):
-    try:
-        text = str(exc)
-    except BaseException:
-        text = "<unprintable %s>" % type(exc).__name__
-    msg = "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
-    if not text:
-        frames = traceback.extract_tb(exc.__traceback__)
-        for fr in reversed(frames):
-            if fr.filename.startswith("test_") or fr.filename == "solution.py":
-                msg += " at %s:%s: %s" % (fr.filename, fr.lineno, (fr.line or "").strip())
-                break
-    return msg[:_ERR_MAX]
-
-
-class _ShimFinder:
-    """Serves scicode, scicode.compare(.cmp) and scicode.parse(.parse) from embedded sources."""
-
-    _SOURCES = {"scicode": "", "scicode.compare": "", "scicode.parse": "",
-                "scicode.compare.cmp": _CMP_SRC, "scicode.parse.parse": _PARSE_SRC}
-
-    def find_spec(self, name, path=None, target=None):
-        if name not in self._SOURCES:
-            return None
-        import importlib.util
-        return importlib.util.spec_from_loader(name, self, is_package=name.count(".") == 0
-                                               or name in ("scicode.compare", "scicode.parse"))
-
-    def create_module(self, spec):
-        return None
-
-    def exec_module(self, module):
-        name = module.__name__
-        filename = "<scicode-shim %s>" % name
-        exec(compile(self._SOURCES[name], filename, "exec", dont_inherit=True), module.__dict__)
-
-
-def _tests(req):
-    write, dumps, _exit = os.write, json.dumps, os._exit
-    report_fd = os.dup(1)
-    done_fd = os.dup(2)
-    marker = req["marker"]
-    codec = _module("_scicode_codec", _CODEC_SRC, "<scicode-codec>")
-    tests = list(req["tests"])
-    targets = [codec.decode(t) for t in (req.get("targets") or [])]
-    runtime = types.ModuleType("_scicode_runtime")
-    runtime.TARGETS = targets
-    sys.modules["_scicode_runtime"] = runtime
-    sys.meta_path.insert(0, _ShimFinder())
-    record = bool(req.get("record"))
-    records = [] if record else None
-    results = []
-    completed = False
-    import_error = None
-    ns = _fresh_main()
-    try:
-        try:
-            exec(_compile(req["code"], "solution.py"), ns)
-        except Exception as exc:
-            import_error = _describe(exc)
-            results = [{"status": "error", "error": "not run: the program failed before the tests"}
-                       for _ in tests]
-            completed = True
-        else:
-            for i, test in enumerate(tests):
-                if req.get("targets") is not None:   # in-process grading only
-                    ns["target"] = targets[i] if i < len(targets) else None
-                rec = []
-                if record:
-                    records.append(rec)
-
-                    def __scicode_record__(value, _rec=rec):
-                        _rec.append(codec.encode(value))
-                        return value
-                    ns["__scicode_record__"] = __scicode_record__
-                name = "test_%d.py" % (i + 1)
-                results.append({"status": "error", "error": "the run stopped in this test"})
-                try:
-                    exec(_compile(test, name), ns)
-                    results[-1] = {"status": "pass", "error": None}
-                except AssertionError as exc:
-                    results[-1] = {"status": "fail", "error": _describe(exc)}
-                except Exception as exc:
-                    results[-1] = {"status": "error", "error": _describe(exc)}
-            completed = True
-    except BaseException as exc:
-        completed = False
-        if import_error is None and not results:
-            import_error = "%s raised before the tests; the run stopped" % _describe(exc)
-        elif results and results[-1]["status"] == "error":
-            results[-1]["error"] = ("%s raised in this test; the run stopped"
-                                    % _describe(exc))[:_ERR_MAX]
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            stream.flush()
-        except BaseException:
-            pass
-    ok = completed and all(r["status"] == "pass" for r in results)
-    line = ("\n" + marker + dumps({"completed": completed, "import_error": import_error,
-                                   "tests": results, "records": records}) + "\n").encode()
-    for fd, data in ((done_fd, ("\n" + marker + "\n").encode()), (report_fd, line)):
-        try:
-            view = memoryview(data)
-            while view:
-                n = write(fd, view)
-                view = view[n:]
-        except BaseException:
-            pass
-    _exit(0 if ok else 1)
-
-
-_main()
-'''
-
-
 def _source() -> str:
-    codec_src = (_HERE.parent / "codec.py").read_text()
-    cmp_src = (_HERE / "shim_cmp.py").read_text()
-    return (_TEMPLATE.replace("@CODEC@", repr(codec_src))
-            .replace("@CMP@", repr(cmp_src))
-            .replace("@PARSE@", repr(_PARSE_SHIM)))
+    embed = {"_CODEC_SRC": (_HERE.parent / "codec.py").read_text(),
+             "_CMP_SRC": (_HERE / "shim_cmp.py").read_text(),
+             "_PARSE_SRC": (_HERE / "shim_parse.py").read_text()}
+    head = "".join(f"{k} = {v!r}\n" for k, v in embed.items())
+    return head + (_HERE / "inside.py").read_text()
 
 
 RUNNER_SOURCE: str = _source()
