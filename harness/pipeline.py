@@ -179,6 +179,8 @@ class Engine:
         self.client = Client(run.gen_cfg)
         self.history = schedule.History()   # longest expected job first
         self.pool = schedule.PriorityPool(workers, name="sandbox")
+        from concurrent.futures import ThreadPoolExecutor
+        self.grader = ThreadPoolExecutor(1, thread_name_prefix="grade")
         self.exec_tasks: list[asyncio.Future] = []
         bg = "with_background" if run.args.with_background else "without_background"
         name = report.model_short(run.args.model)
@@ -288,13 +290,13 @@ class Engine:
                 raise Interrupted(cand.step_id) from None
             raise InfraError(f"verifier failure on {cand.step_id}: {e}") from None
 
-    def _execute_sync(self, cand, problem) -> dict:
+    def _run_sync(self, cand, problem) -> tuple[str, Any]:
+        """On a sandbox worker: ("rec", stored verdict) or ("outcome", (key, Outcome)) to grade."""
         run = self.run
         if cand.step_id in run.no_target:   # never a pass, never dropped from the denominator
             self._started()
-            return {"status": "no_target", "tests": [], "error": "no target for this step in the test data",
-                    "duration": 0.0, "problem_id": cand.problem_id, "step_id": cand.step_id,
-                    "sample": cand.sample}
+            return "rec", {"status": "no_target", "tests": [], "duration": 0.0,
+                           "error": "no target for this step in the test data"}
         step = problem["sub_steps"][cand.index]
         # targets are named by the data file's hash and the step, so keys never copy large arrays
         tests = ([[sp.sandbox, sp.verifier] for sp in run.splits[cand.step_id]]
@@ -306,40 +308,56 @@ class Engine:
                        grading=self.grading_key)
         rec = self.verdicts.get(key)
         self._started()
-        if rec is None:
-            if run.grading == "strict":   # the sandbox gets the program and tests, never targets
-                job = assemble.build_job(cand, problem, None, run.limits,
-                                         tests=grade_tests(run.splits[cand.step_id]))
-            else:
-                targets = self._targets(cand.step_id, len(step["test_cases"]))
-                job = assemble.build_job(cand, problem, targets, run.limits)
-                del targets  # only the encoded copy travels on
-            for _ in range(1 + INFRA_RETRIES):
-                outcome = run.backend.run(job)
-                if outcome.status != "infra":
-                    break
-            if run.backend.closing:   # shut under this job: its outcome may be the shutdown's
-                raise Interrupted(cand.step_id)
-            if outcome.status == "infra":
-                raise InfraError(f"sandbox failure on {cand.step_id} (sample {cand.sample}): "
-                                 f"{(outcome.stderr or '').strip()[-300:]}")
-            status, tests = self._grade(cand, problem, outcome)
-            if run.backend.closing:
-                raise Interrupted(cand.step_id)
-            if status in ("pass", "fail"):   # the tests ran: a fair measure of the step's cost
-                self.history.record(cand.step_id, outcome.duration)
-            rec = {"status": status, "tests": tests, "error": assemble.error_summary(outcome, tests),
-                   "exit_code": outcome.exit_code, "duration": round(outcome.duration, 3),
-                   "stdout_tail": outcome.stdout[-2000:], "stderr_tail": outcome.stderr[-2000:],
-                   "truncated": outcome.truncated, "backend": outcome.backend, "image": outcome.image,
-                   "limits": {"timeout": run.limits.timeout, "memory": run.limits.memory,
-                              "cpus": run.limits.cpus}}
-            self.verdicts.put(key, rec)
-        return dict(rec, problem_id=cand.problem_id, step_id=cand.step_id, sample=cand.sample, key=key)
+        if rec is not None:
+            return "rec", dict(rec, key=key)
+        if run.grading == "strict":   # the sandbox gets the program and tests, never targets
+            job = assemble.build_job(cand, problem, None, run.limits,
+                                     tests=grade_tests(run.splits[cand.step_id]))
+        else:
+            targets = self._targets(cand.step_id, len(step["test_cases"]))
+            job = assemble.build_job(cand, problem, targets, run.limits)
+            del targets  # only the encoded copy travels on
+        for _ in range(1 + INFRA_RETRIES):
+            outcome = run.backend.run(job)
+            if outcome.status != "infra":
+                break
+        del job   # the payload is sent; only the outcome waits for grading
+        if run.backend.closing:   # shut under this job: its outcome may be the shutdown's
+            raise Interrupted(cand.step_id)
+        if outcome.status == "infra":
+            raise InfraError(f"sandbox failure on {cand.step_id} (sample {cand.sample}): "
+                             f"{(outcome.stderr or '').strip()[-300:]}")
+        return "outcome", (key, outcome)
+
+    def _grade_sync(self, cand, problem, key: str, outcome) -> dict:
+        """On the grading thread (one: the verifier serialises anyway, and only one candidate's
+        targets and values are in memory at a time), so sandbox workers go on to the next job."""
+        run = self.run
+        t0 = time.monotonic()
+        status, tests = self._grade(cand, problem, outcome)
+        if run.backend.closing:
+            raise Interrupted(cand.step_id)
+        graded = time.monotonic() - t0
+        if status in ("pass", "fail"):   # the tests ran: a fair measure of the step's cost
+            self.history.record(cand.step_id, outcome.duration)
+        rec = {"status": status, "tests": tests, "error": assemble.error_summary(outcome, tests),
+               "exit_code": outcome.exit_code, "duration": round(outcome.duration, 3),
+               "grade_seconds": round(graded, 3), "stdout_tail": outcome.stdout[-2000:], "stderr_tail": outcome.stderr[-2000:],
+               "truncated": outcome.truncated, "backend": outcome.backend, "image": outcome.image,
+               "limits": {"timeout": run.limits.timeout, "memory": run.limits.memory,
+                          "cpus": run.limits.cpus}}
+        self.verdicts.put(key, rec)
+        return dict(rec, key=key)
 
     async def execute(self, cand, problem) -> None:
-        fut = self.pool.submit(self.history.priority(cand.step_id), self._execute_sync, cand, problem)
-        rec = await asyncio.wrap_future(fut)
+        fut = self.pool.submit(self.history.priority(cand.step_id), self._run_sync, cand, problem)
+        kind, value = await asyncio.wrap_future(fut)
+        if kind == "outcome":
+            key, outcome = value
+            del value
+            value = await asyncio.get_running_loop().run_in_executor(
+                self.grader, self._grade_sync, cand, problem, key, outcome)
+        rec = dict(value, problem_id=cand.problem_id, step_id=cand.step_id, sample=cand.sample)
         self.run.records.append(rec)
         self.progress.executed(rec["status"])
 
@@ -386,6 +404,7 @@ def run(args) -> int:
         raise UserError(f"stopped: {e}; finished work is kept, rerun to resume") from None
     finally:
         engine.pool.shutdown(wait=False, cancel_futures=True)
+        engine.grader.shutdown(wait=False, cancel_futures=True)
         engine.history.save()
         stop_grading(run_)
         run_.backend.close()

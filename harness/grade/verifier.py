@@ -79,10 +79,8 @@ class Verifier:
                 if self._svc is None:
                     self._start()
                 self._n += 1
-                req = json.dumps({"id": self._n, "deps": deps, "checks": checks},
-                                 allow_nan=False) + "\n"
                 try:
-                    self._svc.send(req.encode())
+                    self._send({"id": self._n, "deps": deps, "checks": checks})
                     line = self._svc.readline(timeout)
                 except OSError as exc:
                     line, why = None, f"lost the verifier: {exc}"
@@ -97,6 +95,19 @@ class Verifier:
                 log.warning("%s (attempt %d); restarting it", why, attempt)
                 self._stop()
             return [{"status": "error", "error": f"not verified: {why}"} for _ in checks]
+
+    def _send(self, obj: dict, size: int = 1 << 20) -> None:
+        """One JSON line, written in pieces of about `size` (large values are never held as
+        one JSON text plus its bytes)."""
+        buf, n = [], 0
+        for piece in json.JSONEncoder(allow_nan=False).iterencode(obj):
+            buf.append(piece)
+            n += len(piece)
+            if n >= size:
+                self._svc.send("".join(buf).encode())
+                buf, n = [], 0
+        buf.append("\n")
+        self._svc.send("".join(buf).encode())
 
     def close(self) -> None:
         with self._lock:
