@@ -421,7 +421,10 @@ def start_grading(run_: Run) -> None:
     from harness.grade.reader import TargetReader
     run_.reader = TargetReader(run_.test_data)
     if run_.grading != "strict":
-        log.warning("in-process grading: model code shares a process with targets and verdicts (unsafe)")
+        msg = ("--grading inprocess: model code shares a process with targets and verdicts and can "
+               "forge them (UNSAFE; for parity debugging only)")
+        log.warning(msg)
+        print(f"scicode_eval: warning: {msg}", file=sys.stderr)
         return
     from harness.grade.verifier import Verifier, VerifierError
     run_.verifier = Verifier(run_.backend)
