@@ -32,7 +32,21 @@ class Interrupted(Exception):
     """The backend was shut under a running job (Ctrl-C, SIGTERM): no verdict."""
 
 
+class OutputError(Exception):
+    """The output directory became unwritable or full: the run stops, stored work is kept."""
+
+
+def _output(fn, *args):
+    """Write to the output dir; an OSError there (read-only, no space) stops the run."""
+    try:
+        return fn(*args)
+    except OSError as e:
+        raise OutputError(f"cannot write the output ({e})") from None
+
+
 INFRA_RETRIES = 2
+INFRA_BACKOFF = (2.0, 8.0)   # seconds before each retry (a restarting Docker daemon comes back)
+WORKER_JOIN = 3.0            # seconds to wait, after a stop, for jobs to notice it
 EXIT_FAIL_UNDER = 3   # a score is below --fail-under
 EXIT_GEN_ERRORS = 4   # more steps than --max-gen-errors got no answer from the endpoint
 
@@ -219,7 +233,7 @@ class Engine:
                     self._gen_failed(problem, idx, sample, res.error)
                     return
                 rec = {"text": res.text, "attempts": res.attempts, "finish_reason": res.finish_reason}
-                self.gens.put(key, rec)
+                _output(self.gens.put, key, rec)
             self.progress.generated()
             answer, unended = prompts.split_reasoning(rec["text"], run.args.reasoning_end_token)
             if unended or rec.get("finish_reason") == "length":
@@ -229,7 +243,7 @@ class Engine:
                 codes.append("")
                 continue
             code = prompts.extract_code(answer, run.regex)
-            self._save(problem["problem_id"], idx, sample, prompt, code, codes)
+            _output(self._save, problem["problem_id"], idx, sample, prompt, code, codes)
             cand = assemble.Candidate(problem["problem_id"], sid, idx, sample, code, list(codes))
             self.exec_tasks.append(asyncio.ensure_future(self.execute(cand, problem)))
             codes.append(code)
@@ -248,7 +262,7 @@ class Engine:
     def _truncated(self, problem, idx, sample, prompt, why):
         step = problem["sub_steps"][idx]
         self._started()
-        self._save(problem["problem_id"], idx, sample, prompt, "", [])
+        _output(self._save, problem["problem_id"], idx, sample, prompt, "", [])
         self.run.records.append({"problem_id": problem["problem_id"], "step_id": step["step_number"],
                                  "sample": sample, "status": "truncated", "error": why, "duration": 0.0})
         self.progress.executed("truncated")
@@ -308,10 +322,14 @@ class Engine:
                 targets = self._targets(cand.step_id, len(step["test_cases"]))
                 job = assemble.build_job(cand, problem, targets, run.limits)
                 del targets  # only the encoded copy travels on
-            for _ in range(1 + INFRA_RETRIES):
-                outcome = run.backend.run(job)
-                if outcome.status != "infra":
+            for attempt in range(1 + INFRA_RETRIES):
+                if attempt and not self._pause(INFRA_BACKOFF[min(attempt, len(INFRA_BACKOFF)) - 1]):
                     break
+                outcome = run.backend.run(job)
+                if outcome.status != "infra" or run.backend.closing:
+                    break
+                log.warning("sandbox failure on %s (attempt %d): %s", cand.step_id, attempt + 1,
+                            (outcome.stderr or "").strip()[-300:])
             if run.backend.closing:   # shut under this job: its outcome may be the shutdown's
                 raise Interrupted(cand.step_id)
             if outcome.status == "infra":
@@ -328,8 +346,17 @@ class Engine:
                    "truncated": outcome.truncated, "backend": outcome.backend, "image": outcome.image,
                    "limits": {"timeout": run.limits.timeout, "memory": run.limits.memory,
                               "cpus": run.limits.cpus}}
-            self.verdicts.put(key, rec)
+            _output(self.verdicts.put, key, rec)
         return dict(rec, problem_id=cand.problem_id, step_id=cand.step_id, sample=cand.sample, key=key)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait before a retry; False as soon as the backend is being shut (Ctrl-C)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.run.backend.closing:
+                return False
+            time.sleep(0.1)
+        return not self.run.backend.closing
 
     async def execute(self, cand, problem) -> None:
         fut = self.pool.submit(self.history.priority(cand.step_id), self._execute_sync, cand, problem)
@@ -355,7 +382,10 @@ def run(args) -> int:
     t0 = time.time()
     run_ = prepare(args)
     log_dir = Path(args.log_dir) if args.log_dir else run_.out / "logs"
-    _setup_logging(log_dir, args.quiet)
+    try:
+        _setup_logging(log_dir, args.quiet)
+    except OSError as e:
+        raise UserError(f"cannot write the log directory {log_dir}: {e}") from None
     from harness.preflight import EndpointError, check_endpoint
     try:
         asyncio.run(check_endpoint(run_.gen_cfg))
@@ -370,20 +400,32 @@ def run(args) -> int:
         raise
     total_steps = sum(len(score.scored_steps(p)) for p in run_.problems) * args.n_samples
     progress = Progress(total_steps, quiet=args.quiet, style=args.progress)
-    engine = Engine(run_, workers, progress)
+    try:
+        engine = Engine(run_, workers, progress)
+    except OSError as e:
+        stop_grading(run_)
+        run_.backend.close()
+        raise UserError(f"cannot write the output directory {run_.out}: {e}") from None
     try:
         with progress:
             asyncio.run(engine.main())
     except Interrupted:
         raise KeyboardInterrupt from None   # the signal's own handling: exit 130, work kept
-    except InfraError as e:
+    except (InfraError, OutputError) as e:
         raise UserError(f"stopped: {e}; finished work is kept, rerun to resume") from None
     finally:
         engine.pool.shutdown(wait=False, cancel_futures=True)
         engine.history.save()
         stop_grading(run_)
         run_.backend.close()
-    return finish(run_, time.time() - t0)
+        engine.pool.join(WORKER_JOIN)   # jobs cut short notice the closed backend and end
+        engine.gens.close()
+        engine.verdicts.close()
+    try:
+        return finish(run_, time.time() - t0)
+    except OSError as e:
+        raise UserError(f"stopped: cannot write the results to {run_.out} ({e}); finished work "
+                        "is kept, rerun to resume") from None
 
 
 def grade_tests(splits) -> list[str]:
@@ -420,6 +462,8 @@ def finish(run_: Run, seconds: float) -> int:
     sc = score.score(run_.problems, verdicts, args.n_samples)
     records = sorted(run_.records, key=lambda r: (r["sample"], _step_order(r["step_id"])))
     run_.out.mkdir(parents=True, exist_ok=True)
+    from harness import faultpoint
+    faultpoint.point("report")
     report.write_records(run_.out / "records.jsonl", records)
     path = report.results_path(run_.out, args.model, args.with_background)
     meta = {"model": args.model, "split": run_.split, "with_background": args.with_background,

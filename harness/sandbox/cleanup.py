@@ -157,6 +157,7 @@ def remove_run(client, run_id: str) -> list[str]:
 _lock = threading.RLock()
 _runs: dict[str, tuple] = {}    # run id -> (client factory, quiesce callback or None)
 _installed = False
+_raise_on_term = False
 _previous: dict[int, object] = {}
 
 
@@ -167,9 +168,27 @@ def register_run(run_id: str, client_factory: Callable[[], object],
     `quiesce` is called first: it must stop the run from creating containers and wait
     (briefly) for creations in flight, so none appears after the removal.
     """
-    global _installed
     with _lock:
         _runs[run_id] = (client_factory, quiesce)
+    install()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt (so every path that unwinds on
+    Ctrl-C unwinds on it too) when `install(raise_on_term=True)` asked for it."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def install(raise_on_term: bool = False) -> None:
+    """Signal handlers and the atexit hook, once per process (signals: main thread only).
+    raise_on_term: SIGTERM raises Terminated (exit 143 with a message, finished work kept)
+    instead of ending the process at once with the default action."""
+    global _installed, _raise_on_term
+    with _lock:
+        _raise_on_term = _raise_on_term or raise_on_term
         if _installed:
             return
         _installed = True
@@ -213,12 +232,25 @@ def _cleanup_all() -> None:
 _signalled: list[int] = []
 
 
+def run_atexit() -> None:
+    """What atexit would do, for a caller that leaves with os._exit."""
+    _cleanup_all()
+
+
+
+def signalled() -> Optional[int]:
+    """The first SIGINT/SIGTERM this process got through these handlers, if any."""
+    return _signalled[0] if _signalled else None
+
+
 def _on_signal(signum, frame):
     if _signalled:   # a second Ctrl-C/SIGTERM: leave now (stored work is line-atomic)
         os._exit(128 + signum)
     _signalled.append(signum)
     _cleanup_all()
     prev = _previous.get(signum)
+    if signum == signal.SIGTERM and _raise_on_term and prev in (signal.SIG_DFL, None):
+        raise Terminated(signum)
     if callable(prev):
         prev(signum, frame)
     elif prev == signal.SIG_IGN:
