@@ -99,6 +99,7 @@ def parse_fail_under(s: str | None) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     from harness.sandbox import cleanup
     cleanup.install(raise_on_term=True)   # Ctrl-C -> 130, SIGTERM -> 143, from the first moment
+    sys.unraisablehook = _unraisable
     try:
         args = parser().parse_args(argv)
         from harness.pipeline import UserError, run
@@ -107,12 +108,21 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as e:
             print(f"scicode_eval: error: {e}", file=sys.stderr)
             code = 2
+        cleanup.raise_if_signalled()   # a signal whose KeyboardInterrupt Python dropped
     except KeyboardInterrupt as e:   # also cleanup.Terminated (SIGTERM)
         signum = getattr(e, "signum", None) or cleanup.signalled() or signal.SIGINT
         what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
         print(f"scicode_eval: {what}; finished work is kept, rerun to resume", file=sys.stderr)
         _leave(128 + int(signum))
     _leave(code)
+
+
+def _unraisable(info) -> None:
+    """An interrupt raised where Python cannot propagate it (a weakref callback during an
+    import, a __del__) is dropped: stay quiet, the run checks for the signal at safe points."""
+    if isinstance(info.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(info)
 
 
 def _leave(code: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness import assemble, dataset, prompts, report, schedule, score
-from harness.sandbox import JOB_ENV
+from harness.sandbox import JOB_ENV, cleanup
 from harness.store import make_key
 from harness.progress import Progress
 
@@ -218,6 +218,8 @@ class Engine:
         codes: list[str] = []
         steps = problem["sub_steps"]
         for idx, step in enumerate(steps):
+            if cleanup.signalled():   # the handler's KeyboardInterrupt may have been dropped
+                raise Interrupted("signal")
             sid = step["step_number"]
             if sid in dataset.SKIPPED_STEPS:
                 codes.append(prompts.prefill(step, dataset.prefilled_code(sid), run.args.prefill))
@@ -421,6 +423,7 @@ def run(args) -> int:
         engine.pool.join(WORKER_JOIN)   # jobs cut short notice the closed backend and end
         engine.gens.close()
         engine.verdicts.close()
+    cleanup.raise_if_signalled()
     try:
         return finish(run_, time.time() - t0)
     except OSError as e:

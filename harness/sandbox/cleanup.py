@@ -243,6 +243,17 @@ def signalled() -> Optional[int]:
     return _signalled[0] if _signalled else None
 
 
+def raise_if_signalled() -> None:
+    """Raise the interrupt again if a signal came. Python drops an exception raised where it
+    cannot propagate (a weakref callback, a __del__, e.g. inside an import), so the first
+    raise from the handler may be lost; callers check here at safe points."""
+    signum = signalled()
+    if signum == signal.SIGTERM and _raise_on_term:
+        raise Terminated(signum)
+    if signum is not None:
+        raise KeyboardInterrupt
+
+
 def _on_signal(signum, frame):
     if _signalled:   # a second Ctrl-C/SIGTERM: leave now (stored work is line-atomic)
         os._exit(128 + signum)
