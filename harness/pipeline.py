@@ -15,6 +15,7 @@ from typing import Any, Optional
 from harness import assemble, dataset, prompts, report, schedule, score
 from harness.sandbox import JOB_ENV, cleanup
 from harness.store import make_key
+from harness.outputs import OutputError, output as _output, setup_logging as _setup_logging
 from harness.progress import Progress
 
 log = logging.getLogger("scicode_eval")
@@ -30,18 +31,6 @@ class InfraError(Exception):
 
 class Interrupted(Exception):
     """The backend was shut under a running job (Ctrl-C, SIGTERM): no verdict."""
-
-
-class OutputError(Exception):
-    """The output directory became unwritable or full: the run stops, stored work is kept."""
-
-
-def _output(fn, *args):
-    """Write to the output dir; an OSError there (read-only, no space) stops the run."""
-    try:
-        return fn(*args)
-    except OSError as e:
-        raise OutputError(f"cannot write the output ({e})") from None
 
 
 INFRA_RETRIES = 2
@@ -506,12 +495,3 @@ def grading_meta(run_: Run) -> dict:
 def _step_order(step_id: str) -> tuple:
     pid, _, n = step_id.partition(".")
     return (int(pid) if pid.isdigit() else pid, int(n) if n.isdigit() else n)
-
-
-def _setup_logging(log_dir: Path, quiet: bool) -> None:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_dir / "scicode_eval.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)

@@ -288,3 +288,182 @@ def test_sigkill_then_sweep_and_resume(subset, tmp_path, docker_client, sandbox_
         gold_rerun(subset, out, ep.url)
         gens = sum(1 for r in ep.requests if r.body and r.body.get("max_tokens") != 1)
     assert gens <= 9 - done, "stored generations were requested again"
+
+
+# ----------------------------------------------------------------------------- endpoint
+def _gens(ep) -> int:
+    return sum(1 for r in ep.requests if r.body and r.body.get("max_tokens") != 1)
+
+
+def test_endpoint_killed_and_restarted(subset, tmp_path, docker_client, sandbox_image):
+    """The endpoint dies mid-run. Back within the retries: the run finishes with the gold
+    score. Gone for good: exit 4 naming the failed requests; the rerun scores 1.0."""
+    _, _, gold = subset
+    out = tmp_path / "back"
+    ep = FakeEndpoint(gold, latency=0.3).start()
+    port = ep.port
+    ev = Eval(subset, out, ep.url, "--extra-params", "max_retries=8")
+    ev.wait_for(lambda: _gens(ep) >= 3, 180)
+    ep.stop()
+    time.sleep(2.0)
+    ep = FakeEndpoint(gold, port=port).start()
+    try:
+        ev.wait(300)
+    finally:
+        ep.stop()
+    assert ev.proc.returncode == 0, ev.stderr[-3000:]
+    assert "steps_pass@1    1.0000  (9/9)" in ev.stdout
+    assert_nothing_left(docker_client, ev)
+
+    out = tmp_path / "gone"
+    ep = FakeEndpoint(gold, latency=0.3).start()
+    ev = Eval(subset, out, ep.url)
+    try:
+        ev.wait_for(lambda: _gens(ep) >= 3, 180)
+    finally:
+        ep.stop()
+    ev.wait(300)
+    assert ev.proc.returncode == 4, ev.stderr[-3000:]
+    assert "step(s) without a model answer after retries" in ev.stderr
+    assert_nothing_left(docker_client, ev)
+    assert_intact(out)
+    only_pass_stored(out)
+    with FakeEndpoint(gold) as ep:
+        gold_rerun(subset, out, ep.url)
+
+
+# ----------------------------------------------------------------------------- output dir
+@pytest.fixture()
+def small_tmpfs(tmp_path):
+    """A 16 MiB tmpfs (root only): the output directory that fills up or turns read-only."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], check=True, timeout=30)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], timeout=30)
+
+
+def _fill(mnt: Path) -> Path:
+    filler = mnt / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.parametrize("fault", ["full", "quota"])
+def test_output_dir_full_or_unwritable(subset, tmp_path, small_tmpfs, docker_client, sandbox_image, fault):
+    """The output directory fills up (a full tmpfs), or its files can grow no more (a file
+    size limit set on the running process, as a quota would; a remount read-only is refused
+    while the stores are open): exit 2 with one clear line, no torn records.jsonl or store
+    line, nothing left; once fixed, the rerun scores 1.0."""
+    _, _, gold = subset
+    out = small_tmpfs / "out"
+    with FakeEndpoint(gold, latency=0.3) as ep:
+        ev = Eval(subset, out, ep.url, "--log-dir", str(tmp_path / "logs"))
+        ev.wait_for(lambda: verdict_lines(out) >= 2, 180)
+        if fault == "full":
+            filler = _fill(small_tmpfs)
+        else:
+            size = (out / "scicode_cache" / "verdicts.jsonl").stat().st_size
+            subprocess.run(["prlimit", f"--pid={ev.proc.pid}", f"--fsize={size}"], check=True, timeout=30)
+        ev.wait(120)
+    want = "No space left on device" if fault == "full" else "File too large"
+    assert ev.proc.returncode == 2, ev.stderr[-3000:]
+    assert "scicode_eval: error: stopped: cannot write the output" in ev.stderr and want in ev.stderr, ev.stderr
+    assert "finished work is kept, rerun to resume" in ev.stderr
+    assert "Traceback" not in ev.stderr, ev.stderr[-3000:]
+    assert_nothing_left(docker_client, ev)
+    if fault == "full":
+        filler.unlink()
+    assert_intact(out)
+    only_pass_stored(out)
+    with FakeEndpoint(gold) as ep:
+        gold_rerun(subset, out, ep.url, "--log-dir", str(tmp_path / "logs"))
+
+
+# ----------------------------------------------------------------------------- Docker
+def _run_containers(docker_client, pid: int, verifier: bool) -> list:
+    from harness.sandbox import cleanup
+    return [c for c in containers_of(docker_client, pid)
+            if ((c.get("Labels") or {}).get(cleanup.L_JOB) == "verifier") == verifier
+            and c.get("State") == "running"]
+
+
+def test_sandbox_and_verifier_containers_killed(subset, tmp_path, docker_client, sandbox_image):
+    """`docker kill` of the run's sandbox containers (jobs in flight and warm ones) and of
+    its verifier: in-flight jobs come back as infrastructure failures and are retried, the
+    verifier is restarted; no killed job is stored as the model's verdict (gold answers:
+    every stored verdict passes) and the run ends with the gold score."""
+    _, _, gold = subset
+    out = tmp_path / "out"
+    logs = tmp_path / "logs"
+    with FakeEndpoint(gold) as ep:
+        ev = Eval(subset, out, ep.url, "--log-dir", str(logs))
+        ev.wait_for(lambda: verdict_lines(out) >= 1, 180)
+        for c in _run_containers(docker_client, ev.proc.pid, verifier=True):
+            docker_client.api.kill(c["Id"])
+        for _ in range(4):
+            for c in _run_containers(docker_client, ev.proc.pid, verifier=False):
+                try:
+                    docker_client.api.kill(c["Id"])
+                except Exception:   # noqa: BLE001 - finished and removed meanwhile
+                    pass
+            time.sleep(0.5)
+        ev.wait(300)
+    assert ev.proc.returncode == 0, ev.stderr[-3000:]
+    assert "steps_pass@1    1.0000  (9/9)" in ev.stdout, ev.stdout
+    only_pass_stored(out)
+    assert_nothing_left(docker_client, ev)
+    log = (logs / "scicode_eval.log").read_text()
+    # both paths were taken: a killed job retried as infra, the killed verifier restarted
+    assert "stopped from outside" in log and "restarting it" in log, log[-3000:]
+
+
+def _foreign_containers(docker_client) -> list:
+    return docker_client.api.containers()   # running ones: a restart would stop them
+
+
+def test_docker_daemon_restarted(subset, tmp_path, docker_client, sandbox_image):
+    """dockerd stopped mid-run and started again (scripts/ensure-docker.sh): jobs in flight
+    come back as infrastructure failures and are retried, or the run stops with exit 2 and
+    a clear line; never a model verdict (every stored verdict passes). The rerun scores 1.0
+    and nothing is left. Restarting the daemon stops every container on it, so this runs
+    only when no other container is running (else it is skipped, saying why)."""
+    others = _foreign_containers(docker_client)
+    if others:
+        pytest.skip(f"{len(others)} other container(s) run on this Docker daemon; restarting it "
+                    "would break them")
+    _, _, gold = subset
+    out = tmp_path / "out"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "ensure-docker.sh"
+    with FakeEndpoint(gold, latency=0.3) as ep:
+        ev = Eval(subset, out, ep.url)
+        ev.wait_for(lambda: verdict_lines(out) >= 2, 180)
+        pids = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout.split()
+        assert len(pids) == 1, pids
+        os.kill(int(pids[0]), signal.SIGTERM)
+        end = time.monotonic() + 90
+        while Path(f"/proc/{pids[0]}").exists() and time.monotonic() < end:
+            time.sleep(0.2)
+        p = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, p.stderr
+        ev.wait(600)
+    assert ev.proc.returncode in (0, 2), ev.stderr[-3000:]
+    if ev.proc.returncode == 2:
+        assert "scicode_eval: error: stopped:" in ev.stderr and "rerun to resume" in ev.stderr, ev.stderr
+    only_pass_stored(out)
+    assert_intact(out)
+    import docker
+    client = docker.from_env()
+    assert containers_of(client, ev.proc.pid) == []
+    with FakeEndpoint(gold) as ep:
+        gold_rerun(subset, out, ep.url)
