@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -96,18 +97,52 @@ def parse_fail_under(s: str | None) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    from harness.pipeline import UserError, run
+    from harness.sandbox import cleanup
+    cleanup.install(raise_on_term=True)   # Ctrl-C -> 130, SIGTERM -> 143, from the first moment
+    sys.unraisablehook = _unraisable
     try:
-        code = run(args)
-    except UserError as e:
-        print(f"scicode_eval: error: {e}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        print("scicode_eval: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+        args = parser().parse_args(argv)
+        from harness.pipeline import UserError, run
+        try:
+            code = run(args)
+        except UserError as e:
+            print(f"scicode_eval: error: {e}", file=sys.stderr)
+            code = 2
+        cleanup.raise_if_signalled()   # a signal whose KeyboardInterrupt Python dropped
+    except KeyboardInterrupt as e:   # also cleanup.Terminated (SIGTERM)
+        signum = getattr(e, "signum", None) or cleanup.signalled() or signal.SIGINT
+        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        print(f"scicode_eval: {what}; finished work is kept, rerun to resume", file=sys.stderr)
+        _leave(128 + int(signum))
+    _leave(code)
 
+
+def _unraisable(info) -> None:
+    """An interrupt raised where Python cannot propagate it (a weakref callback during an
+    import, a __del__) is dropped: stay quiet, the run checks for the signal at safe points."""
+    if isinstance(info.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(info)
+
+
+def _leave(code: int) -> None:
+    """Exit with `code`. When a thread is still running (a job cut short by Ctrl-C that
+    has not noticed yet), skip interpreter finalization: a daemon thread frozen there
+    while holding a library's lock (h5py, stdio) would hang the exit forever."""
+    import os
+    import threading
+    others = [t for t in threading.enumerate()
+              if t is not threading.main_thread() and t.is_alive()]
+    if not others:
+        sys.exit(code)
+    from harness.sandbox import cleanup
+    cleanup.run_atexit()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 if __name__ == "__main__":
     main()

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness import assemble, dataset, prompts, report, schedule, score
-from harness.sandbox import JOB_ENV
+from harness.sandbox import JOB_ENV, cleanup
 from harness.store import make_key
+from harness.outputs import OutputError, output as _output, setup_logging as _setup_logging
 from harness.progress import Progress
 
 log = logging.getLogger("scicode_eval")
@@ -33,6 +34,8 @@ class Interrupted(Exception):
 
 
 INFRA_RETRIES = 2
+INFRA_BACKOFF = (2.0, 8.0)   # seconds before each retry (a restarting Docker daemon comes back)
+WORKER_JOIN = 3.0            # seconds to wait, after a stop, for jobs to notice it
 EXIT_FAIL_UNDER = 3   # a score is below --fail-under
 EXIT_GEN_ERRORS = 4   # more steps than --max-gen-errors got no answer from the endpoint
 
@@ -210,6 +213,8 @@ class Engine:
         codes: list[str] = []
         steps = problem["sub_steps"]
         for idx, step in enumerate(steps):
+            if cleanup.signalled():   # the handler's KeyboardInterrupt may have been dropped
+                raise Interrupted("signal")
             sid = step["step_number"]
             if sid in dataset.SKIPPED_STEPS:
                 codes.append(prompts.prefill(step, dataset.prefilled_code(sid), run.args.prefill))
@@ -225,7 +230,7 @@ class Engine:
                     self._gen_failed(problem, idx, sample, res.error)
                     return
                 rec = {"text": res.text, "attempts": res.attempts, "finish_reason": res.finish_reason}
-                self.gens.put(key, rec)
+                _output(self.gens.put, key, rec)
             self.progress.generated()
             answer, unended = prompts.split_reasoning(rec["text"], run.args.reasoning_end_token)
             if unended or rec.get("finish_reason") == "length":
@@ -235,7 +240,7 @@ class Engine:
                 codes.append("")
                 continue
             code = prompts.extract_code(answer, run.regex)
-            self._save(problem["problem_id"], idx, sample, prompt, code, codes)
+            _output(self._save, problem["problem_id"], idx, sample, prompt, code, codes)
             cand = assemble.Candidate(problem["problem_id"], sid, idx, sample, code, list(codes))
             self.exec_tasks.append(asyncio.ensure_future(self.execute(cand, problem)))
             codes.append(code)
@@ -254,7 +259,7 @@ class Engine:
     def _truncated(self, problem, idx, sample, prompt, why):
         step = problem["sub_steps"][idx]
         self._started()
-        self._save(problem["problem_id"], idx, sample, prompt, "", [])
+        _output(self._save, problem["problem_id"], idx, sample, prompt, "", [])
         self.run.records.append({"problem_id": problem["problem_id"], "step_id": step["step_number"],
                                  "sample": sample, "status": "truncated", "error": why, "duration": 0.0})
         self.progress.executed("truncated")
@@ -317,10 +322,14 @@ class Engine:
             targets = self._targets(cand.step_id, len(step["test_cases"]))
             job = assemble.build_job(cand, problem, targets, run.limits)
             del targets  # only the encoded copy travels on
-        for _ in range(1 + INFRA_RETRIES):
-            outcome = run.backend.run(job)
-            if outcome.status != "infra":
+        for attempt in range(1 + INFRA_RETRIES):
+            if attempt and not self._pause(INFRA_BACKOFF[min(attempt, len(INFRA_BACKOFF)) - 1]):
                 break
+            outcome = run.backend.run(job)
+            if outcome.status != "infra" or run.backend.closing:
+                break
+            log.warning("sandbox failure on %s (attempt %d): %s", cand.step_id, attempt + 1,
+                        (outcome.stderr or "").strip()[-300:])
         del job   # the payload is sent; only the outcome waits for grading
         if run.backend.closing:   # shut under this job: its outcome may be the shutdown's
             raise Interrupted(cand.step_id)
@@ -342,12 +351,22 @@ class Engine:
             self.history.record(cand.step_id, outcome.duration)
         rec = {"status": status, "tests": tests, "error": assemble.error_summary(outcome, tests),
                "exit_code": outcome.exit_code, "duration": round(outcome.duration, 3),
-               "grade_seconds": round(graded, 3), "stdout_tail": outcome.stdout[-2000:], "stderr_tail": outcome.stderr[-2000:],
+               "grade_seconds": round(graded, 3), "stdout_tail": outcome.stdout[-2000:],
+               "stderr_tail": outcome.stderr[-2000:],
                "truncated": outcome.truncated, "backend": outcome.backend, "image": outcome.image,
                "limits": {"timeout": run.limits.timeout, "memory": run.limits.memory,
                           "cpus": run.limits.cpus}}
-        self.verdicts.put(key, rec)
+        _output(self.verdicts.put, key, rec)
         return dict(rec, key=key)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait before a retry; False as soon as the backend is being shut (Ctrl-C)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.run.backend.closing:
+                return False
+            time.sleep(0.1)
+        return not self.run.backend.closing
 
     async def execute(self, cand, problem) -> None:
         fut = self.pool.submit(self.history.priority(cand.step_id), self._run_sync, cand, problem)
@@ -379,7 +398,10 @@ def run(args) -> int:
     t0 = time.time()
     run_ = prepare(args)
     log_dir = Path(args.log_dir) if args.log_dir else run_.out / "logs"
-    _setup_logging(log_dir, args.quiet)
+    try:
+        _setup_logging(log_dir, args.quiet)
+    except OSError as e:
+        raise UserError(f"cannot write the log directory {log_dir}: {e}") from None
     from harness.preflight import EndpointError, check_endpoint
     try:
         asyncio.run(check_endpoint(run_.gen_cfg))
@@ -394,13 +416,18 @@ def run(args) -> int:
         raise
     total_steps = sum(len(score.scored_steps(p)) for p in run_.problems) * args.n_samples
     progress = Progress(total_steps, quiet=args.quiet, style=args.progress)
-    engine = Engine(run_, workers, progress)
+    try:
+        engine = Engine(run_, workers, progress)
+    except OSError as e:
+        stop_grading(run_)
+        run_.backend.close()
+        raise UserError(f"cannot write the output directory {run_.out}: {e}") from None
     try:
         with progress:
             asyncio.run(engine.main())
     except Interrupted:
         raise KeyboardInterrupt from None   # the signal's own handling: exit 130, work kept
-    except InfraError as e:
+    except (InfraError, OutputError) as e:
         raise UserError(f"stopped: {e}; finished work is kept, rerun to resume") from None
     finally:
         engine.pool.shutdown(wait=False, cancel_futures=True)
@@ -408,7 +435,15 @@ def run(args) -> int:
         engine.history.save()
         stop_grading(run_)
         run_.backend.close()
-    return finish(run_, time.time() - t0)
+        engine.pool.join(WORKER_JOIN)   # jobs cut short notice the closed backend and end
+        engine.gens.close()
+        engine.verdicts.close()
+    cleanup.raise_if_signalled()
+    try:
+        return finish(run_, time.time() - t0)
+    except OSError as e:
+        raise UserError(f"stopped: cannot write the results to {run_.out} ({e}); finished work "
+                        "is kept, rerun to resume") from None
 
 
 def grade_tests(splits) -> list[str]:
@@ -448,6 +483,8 @@ def finish(run_: Run, seconds: float) -> int:
     sc = score.score(run_.problems, verdicts, args.n_samples)
     records = sorted(run_.records, key=lambda r: (r["sample"], _step_order(r["step_id"])))
     run_.out.mkdir(parents=True, exist_ok=True)
+    from harness import faultpoint
+    faultpoint.point("report")
     report.write_records(run_.out / "records.jsonl", records)
     path = report.results_path(run_.out, args.model, args.with_background)
     meta = {"model": args.model, "split": run_.split, "with_background": args.with_background,
@@ -487,12 +524,3 @@ def grading_meta(run_: Run) -> dict:
 def _step_order(step_id: str) -> tuple:
     pid, _, n = step_id.partition(".")
     return (int(pid) if pid.isdigit() else pid, int(n) if n.isdigit() else n)
-
-
-def _setup_logging(log_dir: Path, quiet: bool) -> None:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_dir / "scicode_eval.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, Optional
@@ -120,3 +121,10 @@ class PriorityPool:
         if wait:
             for t in self._threads:
                 t.join()
+
+    def join(self, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds in all) for the workers to end; True if they did."""
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(end - time.monotonic(), 0))
+        return not any(t.is_alive() for t in self._threads)

@@ -9,7 +9,8 @@ different key and never reuses a stale entry. The same store class backs
 Durability: every ``put`` writes one whole line with a single ``write`` on an
 ``O_APPEND`` descriptor, so a killed process loses at most the line being written;
 a torn (unterminated, unparsable) last line is ignored on load and cut off before
-the next append. ``durable=True`` additionally fsyncs each line (survives power
+the next append. A write that fails part-way (disk full, read-only) is cut back before
+``put`` raises, so the file never holds half a line. ``durable=True`` additionally fsyncs each line (survives power
 loss, costs a disk flush per put); otherwise the file is fsynced on ``close``.
 
 Thread-safe; ``put`` is a short blocking call, fine to use from asyncio code.
@@ -168,11 +169,20 @@ class Store:
             if self._fd is None:
                 raise ValueError(f"store {self.path} is closed")
             view = memoryview(data)
-            while view:  # os.write may be partial for huge lines
-                written = os.write(self._fd, view)
-                view = view[written:]
-            if self.durable:
-                os.fsync(self._fd)
+            start = os.fstat(self._fd).st_size
+            try:
+                while view:  # os.write may be partial for huge lines
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+                if self.durable:
+                    os.fsync(self._fd)
+            except OSError:
+                # disk full / read-only mid-line: cut what was written, never leave half a line
+                try:
+                    os.ftruncate(self._fd, start)
+                except OSError:
+                    pass   # the next load cuts a torn tail anyway
+                raise
             self._data[key] = record
 
     # -------------------------------------------------------------- lifecycle

@@ -3,13 +3,14 @@
 h5py serialises all calls behind a global lock. If a worker thread were stopped in the
 middle of a read (Ctrl-C, SIGTERM), interpreter exit could block on that lock forever.
 Here a single reader thread holds the open file; `close()` stops it between reads,
-closes the file and joins it, so nothing of h5py outlives the run.
+closes the file and joins it, so nothing of h5py outlives the run. No other thread
+touches h5py while the reader runs, so a slow read in flight at a Ctrl-C blocks nobody.
 """
 from __future__ import annotations
 
 import queue
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from pathlib import Path
 
 
@@ -26,7 +27,7 @@ class TargetReader:
         self.thread.start()
 
     def _loop(self) -> None:
-        from harness import h5targets
+        from harness import faultpoint, h5targets
         f = None
         try:
             while True:
@@ -39,6 +40,7 @@ class TargetReader:
                 try:
                     if f is None:
                         f = h5targets._open(self.path)
+                    faultpoint.point("h5read", _h5_lock())
                     fut.set_result([h5targets._read_test(f, str(step_id), k) for k in range(1, n + 1)])
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiting job
                     fut.set_exception(exc)
@@ -59,9 +61,27 @@ class TargetReader:
             raise ReaderClosed("targets reader closed")
         fut: Future = Future()
         self.requests.put((fut, step_id, n))
-        return fut.result()
+        while True:   # bounded waits: after close() nobody waits for an answer
+            try:
+                return fut.result(timeout=0.2)
+            except FutureTimeout:
+                if self.closed:
+                    fut.cancel()
+                    raise ReaderClosed("targets reader closed") from None
 
-    def close(self, wait: float = 30.0) -> None:
+    def close(self, wait: float = 2.0) -> bool:
+        """Stop after the read in flight, close the file, join; True if the thread ended.
+        A read still running after `wait` s keeps its (daemon) thread: the process then
+        leaves without interpreter finalization (cli_eval._leave), never blocking on it."""
         self.closed = True
         self.requests.put(None)
         self.thread.join(timeout=wait)
+        return not self.thread.is_alive()
+
+
+def _h5_lock():
+    """h5py's global lock, held by every h5py call (the fault suite holds it to stand for a
+    read in flight)."""
+    from h5py import _objects
+    return _objects.phil
+

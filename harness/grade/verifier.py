@@ -77,7 +77,12 @@ class Verifier:
                 raise VerifierError("the verifier is closed")
             for attempt in (1, 2):
                 if self._svc is None:
-                    self._start()
+                    try:
+                        self._start()
+                    except VerifierError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - daemon gone, backend closed
+                        raise VerifierError(f"cannot (re)start the verifier: {exc}") from None
                 self._n += 1
                 try:
                     self._send({"id": self._n, "deps": deps, "checks": checks})
@@ -109,7 +114,20 @@ class Verifier:
         buf.append("\n")
         self._svc.send("".join(buf).encode())
 
-    def close(self) -> None:
-        with self._lock:
-            self.closed = True
+    def close(self, wait: float = 5.0) -> None:
+        self.closed = True
+        if not self._lock.acquire(timeout=wait):
+            # a check is waiting for an answer: end the service under it (it then fails)
+            svc = self._svc
+            if svc is not None:
+                try:
+                    svc.close()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("closing the verifier: %s", exc)
+            if not self._lock.acquire(timeout=wait):
+                log.warning("the verifier did not stop in time")
+                return
+        try:
             self._stop()
+        finally:
+            self._lock.release()

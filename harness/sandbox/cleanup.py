@@ -96,18 +96,40 @@ def owner_alive(labels: dict) -> Optional[bool]:
     return not want or want == start
 
 
+REMOVE_WAIT = 20.0   # seconds for a batch of removals (they run in parallel)
+
+
+def _remove_one(client, cid: str) -> bool:
+    try:
+        client.api.remove_container(cid, force=True, v=True)
+        return True
+    except Exception as exc:  # already gone, or removal in progress
+        if "No such container" in str(exc) or "is already in progress" in str(exc):
+            return True
+        log.warning("could not remove sandbox container %s: %s", cid[:12], exc)
+        return False
+
+
 def _remove(client, ids: Iterable[str]) -> list[str]:
-    done = []
-    for cid in ids:
-        try:
-            client.api.remove_container(cid, force=True, v=True)
+    """Remove in parallel (a container holding gigabytes takes seconds to die, and an
+    interrupted run waits for the slowest one, not for their sum), bounded in time."""
+    ids = list(ids)
+    if len(ids) <= 1:
+        return [cid for cid in ids if _remove_one(client, cid)]
+    done: list[str] = []
+
+    def one(cid):
+        if _remove_one(client, cid):
             done.append(cid)
-        except Exception as exc:  # already gone, or removal in progress
-            if "No such container" in str(exc) or "is already in progress" in str(exc):
-                done.append(cid)
-            else:
-                log.warning("could not remove sandbox container %s: %s", cid[:12], exc)
-    return done
+    threads = [threading.Thread(target=one, args=(cid,), name="sandbox-remove", daemon=True)
+               for cid in ids]
+    for t in threads:
+        t.start()
+    import time
+    end = time.monotonic() + REMOVE_WAIT
+    for t in threads:
+        t.join(max(end - time.monotonic(), 0))
+    return list(done)
 
 
 def list_containers(client, run_id: Optional[str] = None) -> list[dict]:
@@ -157,6 +179,7 @@ def remove_run(client, run_id: str) -> list[str]:
 _lock = threading.RLock()
 _runs: dict[str, tuple] = {}    # run id -> (client factory, quiesce callback or None)
 _installed = False
+_raise_on_term = False
 _previous: dict[int, object] = {}
 
 
@@ -167,9 +190,27 @@ def register_run(run_id: str, client_factory: Callable[[], object],
     `quiesce` is called first: it must stop the run from creating containers and wait
     (briefly) for creations in flight, so none appears after the removal.
     """
-    global _installed
     with _lock:
         _runs[run_id] = (client_factory, quiesce)
+    install()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt (so every path that unwinds on
+    Ctrl-C unwinds on it too) when `install(raise_on_term=True)` asked for it."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def install(raise_on_term: bool = False) -> None:
+    """Signal handlers and the atexit hook, once per process (signals: main thread only).
+    raise_on_term: SIGTERM raises Terminated (exit 143 with a message, finished work kept)
+    instead of ending the process at once with the default action."""
+    global _installed, _raise_on_term
+    with _lock:
+        _raise_on_term = _raise_on_term or raise_on_term
         if _installed:
             return
         _installed = True
@@ -213,12 +254,36 @@ def _cleanup_all() -> None:
 _signalled: list[int] = []
 
 
+def run_atexit() -> None:
+    """What atexit would do, for a caller that leaves with os._exit."""
+    _cleanup_all()
+
+
+
+def signalled() -> Optional[int]:
+    """The first SIGINT/SIGTERM this process got through these handlers, if any."""
+    return _signalled[0] if _signalled else None
+
+
+def raise_if_signalled() -> None:
+    """Raise the interrupt again if a signal came. Python drops an exception raised where it
+    cannot propagate (a weakref callback, a __del__, e.g. inside an import), so the first
+    raise from the handler may be lost; callers check here at safe points."""
+    signum = signalled()
+    if signum == signal.SIGTERM and _raise_on_term:
+        raise Terminated(signum)
+    if signum is not None:
+        raise KeyboardInterrupt
+
+
 def _on_signal(signum, frame):
     if _signalled:   # a second Ctrl-C/SIGTERM: leave now (stored work is line-atomic)
         os._exit(128 + signum)
     _signalled.append(signum)
     _cleanup_all()
     prev = _previous.get(signum)
+    if signum == signal.SIGTERM and _raise_on_term and prev in (signal.SIG_DFL, None):
+        raise Terminated(signum)
     if callable(prev):
         prev(signum, frame)
     elif prev == signal.SIG_IGN:

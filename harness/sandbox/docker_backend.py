@@ -43,6 +43,7 @@ import uuid
 from typing import Optional
 
 from harness.sandbox import JOB_ENV, Backend, Job, Limits, Outcome, SandboxUnavailable
+from harness import faultpoint
 from harness.sandbox import cleanup
 from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, new_marker,
                                     parse_size, payload_chunks, runner_argv)
@@ -54,6 +55,7 @@ FALLBACK_PATH = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 NONROOT_USER = "65534:65534"
 ENV = dict(JOB_ENV, HOME="/tmp")
 NOFILE = 1024
+JOIN_WAIT = 3.0            # seconds close() waits for warm-pool threads (they are daemons)
 KILL_GRACE = 10.0          # seconds allowed for the daemon to report a finished container
 READ_CHUNK = 1 << 16
 
@@ -75,7 +77,7 @@ def _docker():
 class _Slot:
     """A created, attached and started container waiting for (or running) one job."""
 
-    __slots__ = ("cid", "sock", "raw", "key", "started", "tls")
+    __slots__ = ("cid", "sock", "raw", "key", "started", "tls", "wall")
 
     def __init__(self, cid, sock, key, tls):
         self.cid = cid
@@ -83,6 +85,7 @@ class _Slot:
         self.raw = getattr(sock, "_sock", sock)   # the real socket under SocketIO
         self.key = key
         self.started = time.monotonic()
+        self.wall = time.time()
         self.tls = tls
 
     def dead(self) -> bool:
@@ -217,8 +220,9 @@ class WarmPool:
             self.cond.notify_all()
         for slot in slots:
             self.backend._discard(slot)
+        end = time.monotonic() + JOIN_WAIT   # a start stuck in the daemon must not hold up exit
         for t in self.threads:
-            t.join(timeout=30)
+            t.join(timeout=max(end - time.monotonic(), 0))
 
 
 class _Reaper:
@@ -248,7 +252,7 @@ class _Reaper:
 
     def close(self) -> None:
         self.queue.put(None)
-        self.thread.join(timeout=120)
+        self.thread.join(timeout=30)
 
 
 class DockerBackend(Backend):
@@ -283,7 +287,8 @@ class DockerBackend(Backend):
         self.argv = runner_argv("python3", self.preload)
         self._closed = False       # no new containers
         self._shut = False         # close() ran
-        self._lock = threading.Lock()
+        # reentrant: the signal handler's quiesce runs on the main thread, which may hold it
+        self._lock = threading.RLock()
         self._live: set[str] = set()
         self._reaper = _Reaper(self, backlog=2 * self.workers + 2)
         self._inflight = 0
@@ -380,6 +385,9 @@ class DockerBackend(Backend):
                 self._live.add(cid)
             sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1,
                                                   "stream": 1})
+            faultpoint.point("container_start")
+            if self._closed:   # shut (Ctrl-C) while this one was being made
+                raise RuntimeError("backend is closed")
             api.start(cid)
             return _Slot(cid, sock, _limits_key(lim), self._tls)
         except BaseException:
@@ -423,7 +431,7 @@ class DockerBackend(Backend):
     def discard_service(self, slot: _Slot) -> None:
         self._discard(slot)
 
-    def _quiesce(self, wait: float = 10.0) -> None:
+    def _quiesce(self, wait: float = 3.0) -> None:
         """Refuse new containers and wait for creations in flight (signal/exit path)."""
         with self._lock:
             self._closed = True
@@ -541,10 +549,33 @@ class DockerBackend(Backend):
         if not oom and exit_code == 137 and memory_evidence(stderr, report):
             oom = True
         status = classify(exit_code, job.tests is not None, report, timed_out, oom)
+        if status not in ("ok", "pass") and not timed_out and not oom and report is None \
+                and exit_code in (137, 143) and self._killed_outside(slot):
+            return self._infra(t0, f"the container was stopped from outside (exit {exit_code}: "
+                                   "docker kill/stop or a daemon shutdown), not by its program")
         return Outcome(status=status, exit_code=exit_code, duration=duration, stdout=stdout,
                        stderr=stderr, truncated=out.truncated or err.truncated,
                        timed_out=timed_out, oom_killed=oom, backend=self.name, image=self.image,
                        report=report)
+
+    def _killed_outside(self, slot: _Slot) -> bool:
+        """Did someone (docker kill/stop, a stopping daemon) signal this container? The
+        harness itself only removes containers on a timeout or at shutdown."""
+        if self._closed:
+            return False
+        try:
+            events = self.client.api.events(
+                since=f"{slot.wall - 1:.3f}", until=f"{time.time() + 0.5:.3f}", decode=True,
+                filters={"container": slot.cid, "event": ["kill", "stop"]})
+            try:
+                return any(True for _ in events)
+            finally:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
+        except Exception as exc:   # the daemon is going away: that is outside too
+            log.warning("cannot read events of container %s: %s", slot.cid[:12], _short(exc))
+            return True
 
     def _infra(self, t0: float, why: str) -> Outcome:
         return Outcome(status="infra", exit_code=None, duration=time.monotonic() - t0, stdout="",
