@@ -510,6 +510,29 @@ def _is_root(user: str) -> bool:
     return user.split(":")[0] in ("", "0", "root")
 
 
+LEFTOVER = """
+import subprocess, sys
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True,
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("code,status,exit_code", [
+    ("print('x')", "ok", 0),
+    ("import sys; sys.exit(3)", "error", 3),
+    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "error", 137),
+    ("import ctypes; ctypes.string_at(0)", "error", 139),
+    # processes outliving the program: under gVisor a pids cgroup at the job's limit made
+    # the Sentry itself die (Go's exit 2) here
+    (LEFTOVER * 4 + "print('x')", "ok", 0),
+], ids=["ok", "exit3", "sigkill", "segv", "leftovers"])
+def test_exit_statuses_are_exact(docker_backend, code, status, exit_code):
+    o = run(docker_backend, code)
+    assert (o.status, o.exit_code, o.oom_killed, o.timed_out) == (status, exit_code, False, False), \
+        o.to_dict()
+
+
 @pytest.mark.docker
 def test_warm_pool_is_single_use(docker_backend):
     be = docker_backend
