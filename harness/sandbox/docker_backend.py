@@ -18,6 +18,12 @@ whole PID namespace) gives ``timeout``; ``State.OOMKilled`` (or exit 137 with a
 MemoryError in the output) gives ``oom``; daemon errors, a missing image or a
 broken connection give ``infra`` with the cause in stderr, never a model failure.
 
+Runtime: runc (default) or gVisor's runsc (harness.sandbox.runtime), checked against
+the daemon's registered runtimes at start-up. Under runsc the program's process limit is
+RLIMIT_NPROC (gVisor enforces it in its own kernel) and the host pids cgroup gets room for
+gVisor's threads. Every container start has its own deadline (60 s): past it the job is
+`infra` and the container and its runtime processes are removed.
+
 Warm single-use pool: up to N containers (default 2 x workers, so the next one has
 finished its imports by the time a worker needs it) are created, attached and
 started in the background; the runner in each has imported numpy and scipy and
