@@ -66,6 +66,8 @@ def test_orphaned_runsc_processes_are_found_and_killed():
     cid = uuid.uuid4().hex + uuid.uuid4().hex
     p = subprocess.Popen(["runsc-sandbox", "-c", "import time; time.sleep(60)",
                           f"--bundle=/run/containerd/x/moby/{cid}"], executable=sys.executable)
+    k8s = subprocess.Popen(["runsc-sandbox", "-c", "import time; time.sleep(60)",   # not Docker's
+                            f"--bundle=/run/containerd/x/k8s.io/{cid[::-1]}"], executable=sys.executable)
     try:
         deadline = time.monotonic() + 10
         while not rt.runtime_processes({cid}) and time.monotonic() < deadline:
@@ -74,15 +76,24 @@ def test_orphaned_runsc_processes_are_found_and_killed():
 
         class Client:
             class api:
+                base_url = "http+docker://localhost"
+
                 @staticmethod
                 def containers(all=True):
                     return [{"Id": "f" * 64}]
+        class Remote(Client):
+            class api(Client.api):
+                base_url = "http://10.0.0.1:2375"
+        assert rt.reap_orphans(Remote) == [] and p.poll() is None    # not this host's daemon
         assert (p.pid, cid, "runsc-sandbox") in rt.reap_orphans(Client)
         assert p.wait(10) == -9
         assert rt.runtime_processes({cid}) == []
+        assert k8s.poll() is None and rt.runtime_processes({cid[::-1]}) == []
     finally:
-        if p.poll() is None:
-            p.kill()
+        for proc in (p, k8s):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
 
 
 @pytest.mark.docker

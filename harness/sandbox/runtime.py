@@ -108,7 +108,8 @@ def _cmdline(pid: str) -> bytes:
 
 
 def runtime_processes(cids: Optional[set[str]] = None) -> list[tuple[int, str, str]]:
-    """(pid, container id, process name) of runsc / shim processes on this host, for the given
+    """(pid, container id, process name) of runsc / shim processes of Docker's containers (the
+    containerd namespace `moby`; never Kubernetes' or others') on this host, for the given
     container ids (all when None). Empty when /proc is not ours to read."""
     out = []
     try:
@@ -122,7 +123,10 @@ def runtime_processes(cids: Optional[set[str]] = None) -> list[tuple[int, str, s
         argv0 = os.path.basename(cmd.split(b"\0", 1)[0]).decode(errors="replace")
         if argv0 not in _RUNTIME_PROCS:
             continue
-        m = _HEX64.search(cmd.replace(b"\0", b" "))
+        flat = cmd.replace(b"\0", b" ")
+        if b"/moby/" not in flat and b"-namespace moby" not in flat:
+            continue
+        m = _HEX64.search(flat)
         if m is None:
             continue
         cid = m.group(1).decode()
@@ -153,7 +157,11 @@ def reap(cid: str) -> int:
 
 
 def reap_orphans(client) -> list[tuple[int, str, str]]:
-    """Kill runsc processes (and their shims) whose container the daemon no longer knows."""
+    """Kill runsc processes (and their shims) whose container the daemon no longer knows.
+    Only for a daemon on this host (a unix socket): a remote daemon's ids say nothing here."""
+    base = str(getattr(getattr(client, "api", None), "base_url", "http+docker://localhost"))
+    if not base.startswith("http+docker://"):
+        return []
     procs = [p for p in runtime_processes() if p[2].startswith("runsc")]
     if not procs:
         return []
