@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     a("--split", choices=["test", "dev", "all"], default=None, help="default: test (all with --include-dev); an explicit --split wins over --include-dev")
     a("--test-data", type=Path, default=None, help="test_data.h5 (else $SCICODE_TEST_DATA, else the cache)")
     a("--sandbox", choices=["auto", "docker", "process"], default="auto")
+    a("--sandbox-runtime", choices=["runc", "runsc"], default="runc",
+      help="Docker OCI runtime: runsc (gVisor) puts a user-space kernel between candidates "
+      "and the host; slower (see README)")
     a("--sandbox-image", default=None, help="sandbox image; overrides the pinned one on purpose")
     a("--sandbox-timeout", type=_positive_float, default=1800.0, help="seconds per candidate")
     a("--sandbox-memory", default="4g", help="memory per candidate (swap equal)")

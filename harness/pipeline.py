@@ -165,7 +165,8 @@ def open_backend(run: Run, workers: int):
     try:
         return get_backend(run.args.sandbox, image=run.args.sandbox_image,
                            explicit_image=bool(run.args.sandbox_image), workers=workers,
-                           run_id=uuid.uuid4().hex[:12], limits=run.limits)
+                           run_id=uuid.uuid4().hex[:12], limits=run.limits,
+                           runtime=getattr(run.args, "sandbox_runtime", None))
     except SandboxUnavailable as e:
         raise UserError(str(e)) from None
 
@@ -309,6 +310,7 @@ class Engine:
         key = make_key(code=assemble.program(problem["required_dependencies"], cand.chain, cand.code),
                        tests=tests, targets=[run.test_data_id, cand.step_id],
                        image=run.backend.image, backend=run.backend.name, env=JOB_ENV,
+                       runtime=run.backend.runtime,
                        limits=[run.limits.timeout, run.limits.memory, run.limits.cpus],
                        grading=self.grading_key)
         rec = self.verdicts.get(key)
@@ -489,7 +491,8 @@ def finish(run_: Run, seconds: float) -> int:
     path = report.results_path(run_.out, args.model, args.with_background)
     meta = {"model": args.model, "split": run_.split, "with_background": args.with_background,
             "n_samples": args.n_samples, "limit_samples": args.limit_samples,
-            "sandbox": run_.backend.name, "image": run_.backend.image, "prefill": args.prefill,
+            "sandbox": run_.backend.name, "sandbox_runtime": run_.backend.runtime,
+            "image": run_.backend.image, "prefill": args.prefill,
             "test_data": str(run_.test_data), "seconds": round(seconds, 1),
             "sampling": run_.sampling, "grading": grading_meta(run_)}
     report.write_results(path, sc, meta)

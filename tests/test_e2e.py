@@ -170,6 +170,9 @@ def test_bad_input_fails_fast(problem_set, tmp_path):
             (["--url", ep.url, "--test-data", str(tmp_path / "nope.h5")], "test data not found"),
             (["--url", "http://127.0.0.1:9/v1/chat/completions", "--test-data", str(tfile)], ""),
             (["--url", ep.url, "--test-data", str(tfile), "--sandbox", "bogus"], "invalid choice"),
+            (["--url", ep.url, "--test-data", str(tfile), "--sandbox-runtime", "crun"], "invalid choice"),
+            (["--url", ep.url, "--test-data", str(tfile), "--sandbox", "process",
+              "--sandbox-runtime", "runsc"], "needs the docker sandbox"),
             (["--url", ep.url, "--test-data", str(tfile), "--fail-under", "steps"], "fail-under"),
         ]
         for extra, text in cases:

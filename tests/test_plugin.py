@@ -53,10 +53,10 @@ def test_nvidia_defaults_and_aa_v2(tmp_path):
     ex = p["extra"]
     assert ex["with_background"] is False and ex["include_dev"] is False and ex["n_samples"] == 1
     assert ex["include_system_prompt"] is True and ex["regex_path"] is None and ex["eval_threads"] is None
-    for k in ("split", "test_data", "sandbox", "sandbox_image", "sandbox_timeout", "sandbox_memory",
-              "sandbox_cpus"):
+    for k in ("split", "test_data", "sandbox", "sandbox_runtime", "sandbox_image", "sandbox_timeout",
+              "sandbox_memory", "sandbox_cpus"):
         assert k in ex
-    assert "--with-background" not in cmd
+    assert "--with-background" not in cmd and "--sandbox-runtime" not in cmd  # runc: scicode_eval's default
     cfg, cmd = dry_run(tmp_path, "--eval_type", "scicode.scicode_aa_v2")
     p = cfg["config"]["params"]
     assert p["max_new_tokens"] == 16384 and p["max_retries"] == 30
@@ -71,10 +71,11 @@ def test_overrides_run_config_and_api_key(tmp_path):
     rc.write_text(yaml.safe_dump({"config": {"type": "scicode.scicode", "params": {"limit_samples": 2,
                                   "extra": {"sandbox": "process"}}}}))
     cfg, cmd = dry_run(tmp_path, "--run_config", str(rc), "--api_key_name", "MY_KEY", "--overrides",
-                       "config.params.extra.n_samples=5,config.params.extra.split=dev")
+                       "config.params.extra.n_samples=5,config.params.extra.split=dev,"
+                       "config.params.extra.sandbox_runtime=runsc")
     assert "; API_KEY=$MY_KEY SCICODE_API_KEY_NAME=MY_KEY scicode_eval" in cmd
     assert "--limit-samples=2" in cmd and "--n-samples=5" in cmd
-    assert "--split=dev" in cmd and "--sandbox=process" in cmd
+    assert "--split=dev" in cmd and "--sandbox=process" in cmd and "--sandbox-runtime=runsc" in cmd
     assert "--max-gen-errors" not in cmd and "--reasoning-end-token" not in cmd   # null: the defaults
     _, cmd = dry_run(tmp_path, "--eval_type", "aa_scicode", "--overrides",
                      "config.params.extra.max_gen_errors=5,config.params.extra.reasoning_end_token=</think>")

@@ -1,7 +1,10 @@
 """Red-team suite: hostile programs must stay contained.
 
-Every test runs against the Docker backend (real containers, `docker` marker) and,
-where the protection exists there, against the process backend too. What the
+Every test runs against the Docker backend (real containers, `docker` marker) under
+both runtimes, runc and gVisor's runsc, and, where the protection exists there,
+against the process backend too. runsc must be registered with the daemon (`make
+setup` does it when it manages the engine; `scicode-harness doctor` says how
+otherwise): its tests fail without it, unless SCICODE_SKIP_RUNSC=1. What the
 process backend cannot stop is listed in harness/sandbox/process_backend.py's
 docstring; those cases are skipped for it with the reason.
 
@@ -31,21 +34,54 @@ PROCESS_LIMITS = Limits(timeout=5, memory="512m", cpus=1.0, pids=64, fsize="8m",
 SECRET = "scicode-redteam-secret-" + uuid.uuid4().hex
 RUN_ID = "redteam-" + uuid.uuid4().hex[:8]
 
-BACKENDS = [pytest.param("docker", marks=pytest.mark.docker), "process"]
+RUNTIMES = ["runc", "runsc"]
+BACKENDS = [pytest.param(r, marks=pytest.mark.docker) for r in RUNTIMES] + ["process"]
 
 
-@pytest.fixture(scope="module")
-def docker_backend(request):
+def need_runtime(client, name: str) -> None:
+    from harness.sandbox import runtime as rt
+    rts, _ = rt.registered(client)
+    if rts is None or name in rts:
+        return
+    if os.environ.get("SCICODE_SKIP_RUNSC") == "1":
+        pytest.skip(f"SCICODE_SKIP_RUNSC=1 and {name} is not registered")
+    pytest.fail(rt.INSTALL_HINT)
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request, docker_client):
+    need_runtime(docker_client, request.param)
+    return request.param
+
+
+def _docker_backend(request, runtime):
     client = request.getfixturevalue("docker_client")
+    need_runtime(client, runtime)
     img = request.getfixturevalue("sandbox_image")
     os.environ["SCICODE_REDTEAM_SECRET"] = SECRET       # must never reach a job
     from harness.sandbox.docker_backend import DockerBackend
-    be = DockerBackend(image=img.id, explicit_image=True, workers=2, run_id=RUN_ID,
-                       limits=DOCKER_LIMITS)
+    run_id = f"{RUN_ID}-{runtime}"
+    be = DockerBackend(image=img.id, explicit_image=True, workers=2, run_id=run_id,
+                       limits=DOCKER_LIMITS, runtime=runtime)
     yield be
     be.close()
-    left = cleanup.list_containers(client, RUN_ID)
-    assert left == [], f"containers of run {RUN_ID} left behind: {[c['Id'][:12] for c in left]}"
+    left = cleanup.list_containers(client, run_id)
+    assert left == [], f"containers of run {run_id} left behind: {[c['Id'][:12] for c in left]}"
+
+
+@pytest.fixture(scope="module")
+def runc_backend(request):
+    yield from _docker_backend(request, "runc")
+
+
+@pytest.fixture(scope="module")
+def runsc_backend(request):
+    yield from _docker_backend(request, "runsc")
+
+
+@pytest.fixture(params=RUNTIMES)
+def docker_backend(request):
+    return request.getfixturevalue(f"{request.param}_backend")
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +203,9 @@ def test_fork_bomb_is_contained(sandbox):
                 pass
         time.sleep(60)
     """, timeout=4, pids=64)
-    assert o.status in ("timeout", "error"), o.to_dict()
+    # under gVisor the forked interpreters' memory is charged to the sandbox: it may end as oom
+    ends = ("timeout", "error", "oom") if getattr(be, "runtime", None) == "runsc" else ("timeout", "error")
+    assert o.status in ends, o.to_dict()
     assert o.wall < 4 + 6
     assert subprocess.run(["true"]).returncode == 0        # the host can still fork
 
@@ -332,18 +370,22 @@ def test_not_root_and_no_capabilities(sandbox):
     if is_root_process(sandbox):
         pytest.skip("the job runs as root; see process_backend.py")
     res = result(run(sandbox, """
-        import json, os
+        import ctypes, json, os
         st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+        nnp = ctypes.CDLL(None).prctl(39, 0, 0, 0, 0)         # PR_GET_NO_NEW_PRIVS
         print(json.dumps({"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(),
-                          "groups": os.getgroups(),
+                          "groups": os.getgroups(), "nnp": nnp, "kernel": os.uname().release,
                           **{k: st.get(k, "").strip() for k in
                              ("CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")}}))
     """))
     assert res["uid"] != 0 and res["euid"] != 0 and res["gid"] != 0 and 0 not in res["groups"], res
     assert int(res["CapEff"], 16) == 0 and int(res["CapPrm"], 16) == 0, res
     if sandbox.name == "docker":
-        assert int(res["CapBnd"], 16) == 0, res
-        assert res["NoNewPrivs"] == "1" and res["Seccomp"] == "2", res
+        assert int(res["CapBnd"], 16) == 0 and res["nnp"] == 1, res
+        if sandbox.runtime == "runsc":   # gVisor's kernel answers the program's system calls
+            assert res["kernel"] == "4.4.0", res
+        else:
+            assert res["NoNewPrivs"] == "1" and res["Seccomp"] == "2", res
 
 
 SOCKETS = ["/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
@@ -425,6 +467,7 @@ def test_caller_files_are_absent(sandbox, tmp_path):
 @pytest.mark.docker
 def test_container_configuration(docker_backend):
     be = docker_backend
+    assert be.runtime in RUNTIMES
     kw = be.create_kwargs(DOCKER_LIMITS, "audit")
     cid = be.client.api.create_container(**kw)["Id"]
     try:
@@ -438,16 +481,22 @@ def test_container_configuration(docker_backend):
     assert hc["CapDrop"] == ["ALL"] and not hc.get("CapAdd")
     assert hc["SecurityOpt"] == ["no-new-privileges"]          # default seccomp stays on
     assert hc["Privileged"] is False
-    assert hc["PidsLimit"] == 64
+    if be.runtime == "runsc":     # the program's limit is RLIMIT_NPROC, enforced by gVisor
+        from harness.sandbox.runtime import host_pids
+        assert hc["PidsLimit"] == host_pids(64)
+    else:
+        assert hc["PidsLimit"] == 64
     assert hc["Memory"] == hc["MemorySwap"] == 128 << 20
     assert hc["NanoCpus"] == 10 ** 9
     ul = {u["Name"]: (u["Soft"], u["Hard"]) for u in hc["Ulimits"]}
-    assert ul == {"nofile": (1024, 1024), "fsize": (8 << 20, 8 << 20), "core": (0, 0)}
+    want = {"nofile": (1024, 1024), "fsize": (8 << 20, 8 << 20), "core": (0, 0)}
+    assert ul == (dict(want, nproc=(64, 64)) if be.runtime == "runsc" else want)
     assert hc["Init"] is True and hc["LogConfig"]["Type"] == "none"
+    assert hc["Runtime"] == be.runtime
     assert not hc.get("Binds") and not hc.get("Mounts") and not a.get("Mounts")
     assert not _is_root(cfg["User"])
     assert cfg["OpenStdin"] and cfg["StdinOnce"] and not cfg["Tty"]
-    assert cfg["Labels"][cleanup.L_RUN] == RUN_ID and cfg["Labels"][cleanup.L_JOB] == "audit"
+    assert cfg["Labels"][cleanup.L_RUN] == be.run_id and cfg["Labels"][cleanup.L_JOB] == "audit"
     env = dict(e.split("=", 1) for e in cfg["Env"])
     image_env = {e.split("=", 1)[0] for e in
                  (be.client.api.inspect_image(be.image)["Config"].get("Env") or [])}
@@ -461,6 +510,29 @@ def _is_root(user: str) -> bool:
     return user.split(":")[0] in ("", "0", "root")
 
 
+LEFTOVER = """
+import subprocess, sys
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True,
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("code,status,exit_code", [
+    ("print('x')", "ok", 0),
+    ("import sys; sys.exit(3)", "error", 3),
+    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "error", 137),
+    ("import ctypes; ctypes.string_at(0)", "error", 139),
+    # processes outliving the program: under gVisor a pids cgroup at the job's limit made
+    # the Sentry itself die (Go's exit 2) here
+    (LEFTOVER * 4 + "print('x')", "ok", 0),
+], ids=["ok", "exit3", "sigkill", "segv", "leftovers"])
+def test_exit_statuses_are_exact(docker_backend, code, status, exit_code):
+    o = run(docker_backend, code)
+    assert (o.status, o.exit_code, o.oom_killed, o.timed_out) == (status, exit_code, False, False), \
+        o.to_dict()
+
+
 @pytest.mark.docker
 def test_warm_pool_is_single_use(docker_backend):
     be = docker_backend
@@ -472,11 +544,11 @@ def test_warm_pool_is_single_use(docker_backend):
 
 
 @pytest.mark.docker
-def test_warm_pool_warms_no_container_beyond_the_jobs_left(docker_client, sandbox_image):
+def test_warm_pool_warms_no_container_beyond_the_jobs_left(docker_client, sandbox_image, runtime):
     from harness.sandbox.docker_backend import DockerBackend
     run_id = "redteam-left-" + uuid.uuid4().hex[:6]
     be = DockerBackend(image=sandbox_image.id, explicit_image=True, run_id=run_id, warm_size=3,
-                       limits=DOCKER_LIMITS)
+                       limits=DOCKER_LIMITS, runtime=runtime)
     try:
         def made():   # containers of this run the daemon knows, now
             return len(cleanup.list_containers(docker_client, run_id))
@@ -503,11 +575,11 @@ def test_warm_pool_warms_no_container_beyond_the_jobs_left(docker_client, sandbo
 
 
 @pytest.mark.docker
-def test_container_removed_from_outside_is_not_a_model_verdict(docker_client, sandbox_image):
+def test_container_removed_from_outside_is_not_a_model_verdict(docker_client, sandbox_image, runtime):
     from harness.sandbox.docker_backend import DockerBackend
     run_id = "redteam-rm-" + uuid.uuid4().hex[:6]
     be = DockerBackend(image=sandbox_image.id, explicit_image=True, run_id=run_id, warm=False,
-                       limits=DOCKER_LIMITS)
+                       limits=DOCKER_LIMITS, runtime=runtime)
     try:
         job = Job(code="import time\nprint('started', flush=True)\ntime.sleep(30)",
                   tests=["pass"], limits=DOCKER_LIMITS)
@@ -533,15 +605,17 @@ def test_container_removed_from_outside_is_not_a_model_verdict(docker_client, sa
 
 
 @pytest.mark.docker
-def test_creation_failure_is_infra_and_transactional(docker_client, sandbox_image, monkeypatch):
+def test_creation_failure_is_infra_and_transactional(docker_client, sandbox_image, monkeypatch,
+                                                     runtime):
+    from harness.sandbox import runtime as rt
     from harness.sandbox.docker_backend import DockerBackend
     run_id = "redteam-tx-" + uuid.uuid4().hex[:6]
     be = DockerBackend(image=sandbox_image.id, explicit_image=True, run_id=run_id, warm=False,
-                       limits=DOCKER_LIMITS)
+                       limits=DOCKER_LIMITS, runtime=runtime)
     try:
         def boom(*a, **k):
             raise RuntimeError("simulated start failure")
-        monkeypatch.setattr(be.client.api, "start", boom)
+        monkeypatch.setattr(rt, "start", boom)
         o = be.run(Job(code="print(1)", limits=DOCKER_LIMITS))
         assert o.status == "infra" and "simulated start failure" in o.stderr
         assert cleanup.list_containers(docker_client, run_id) == []
@@ -563,14 +637,15 @@ def test_missing_image_and_missing_daemon_are_clear(docker_client, monkeypatch):
 
 
 @pytest.mark.docker
-def test_sigterm_removes_the_runs_containers(docker_client, sandbox_image):
+def test_sigterm_removes_the_runs_containers(docker_client, sandbox_image, runtime):
     run_id = "redteam-sig-" + uuid.uuid4().hex[:6]
     code = textwrap.dedent(f"""
         import sys, time
         from harness.sandbox import Job, Limits
         from harness.sandbox.docker_backend import DockerBackend
         be = DockerBackend(image={sandbox_image.id!r}, explicit_image=True, workers=2,
-                           run_id={run_id!r}, limits=Limits(timeout=60, memory="128m"))
+                           run_id={run_id!r}, limits=Limits(timeout=60, memory="128m"),
+                           runtime={runtime!r})
         print("ready", flush=True)
         be.run(Job(code="import time; time.sleep(60)", limits=Limits(timeout=60, memory="128m")))
     """)
@@ -590,14 +665,15 @@ def test_sigterm_removes_the_runs_containers(docker_client, sandbox_image):
 
 
 @pytest.mark.docker
-def test_sweep_removes_containers_of_dead_runs(docker_client, sandbox_image):
+def test_sweep_removes_containers_of_dead_runs(docker_client, sandbox_image, runtime):
     run_id = "redteam-dead-" + uuid.uuid4().hex[:6]
     code = textwrap.dedent(f"""
         import os
         from harness.sandbox import Limits
         from harness.sandbox.docker_backend import DockerBackend
         be = DockerBackend(image={sandbox_image.id!r}, explicit_image=True, workers=1,
-                           warm_size=2, run_id={run_id!r}, limits=Limits(timeout=60, memory="128m"))
+                           warm_size=2, run_id={run_id!r}, limits=Limits(timeout=60, memory="128m"),
+                           runtime={runtime!r})
         import time
         while len(be.pool.ready) < 2:
             time.sleep(0.1)
@@ -656,7 +732,7 @@ def test_sandbox_run_cli_json(tmp_path, sandbox_image):
 
 
 @pytest.mark.docker
-def test_works_over_a_tcp_docker_host(sandbox_image, monkeypatch):
+def test_works_over_a_tcp_docker_host(sandbox_image, monkeypatch, runtime):
     """Remote DOCKER_HOST: stdin and the output travel over the attach stream only.
 
     A local TCP->unix proxy (propagating half-closes like a real TCP daemon endpoint)
@@ -698,7 +774,7 @@ def test_works_over_a_tcp_docker_host(sandbox_image, monkeypatch):
     from harness.sandbox.select import get_backend
     run_id = "redteam-tcp-" + uuid.uuid4().hex[:6]
     be = get_backend("docker", image=sandbox_image.id, explicit_image=True, run_id=run_id,
-                     limits=DOCKER_LIMITS)
+                     limits=DOCKER_LIMITS, runtime=runtime)
     try:
         assert be.client.api.base_url.startswith("http://127.0.0.1")
         o = be.run(Job(code="import sys\nprint(repr(sys.stdin.read()))", limits=DOCKER_LIMITS))

@@ -1,6 +1,7 @@
 """Issue 5's end-to-end checks on real dev data in Docker: gold answers score 1.0 through
 nemo-evaluator; wrong answers ~0; answers that exit early score 0; answers that sleep time out."""
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -51,9 +52,19 @@ def scicode_eval(url, out, problems, targets, *extra):
 
 
 @pytest.mark.docker
-def test_selftest_gold_dev_through_nemo_evaluator(tmp_path, dev_targets):
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+def test_selftest_gold_dev_through_nemo_evaluator(tmp_path, dev_targets, runtime):
+    if runtime == "runsc":
+        from harness.sandbox import runtime as rt
+        import docker
+        rts, _ = rt.registered(docker.from_env())
+        if rts is not None and "runsc" not in rts:
+            if os.environ.get("SCICODE_SKIP_RUNSC") == "1":
+                pytest.skip("SCICODE_SKIP_RUNSC=1 and runsc is not registered")
+            pytest.fail(rt.INSTALL_HINT)
     out = tmp_path / "st"
-    p = subprocess.run([str(BIN / "scicode-harness"), "selftest", "--output-dir", str(out)],
+    p = subprocess.run([str(BIN / "scicode-harness"), "selftest", "--output-dir", str(out),
+                        "--sandbox-runtime", runtime],
                        capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     m = yaml.safe_load((out / "results.yml").read_text())["results"]["tasks"]["scicode"]["metrics"]
@@ -62,6 +73,7 @@ def test_selftest_gold_dev_through_nemo_evaluator(tmp_path, dev_targets):
     data = json.loads(next((out / "scicode_results").glob("*.json")).read_text())
     assert data["scored_steps"] == 50 and data["problems"] == 15 and data["counts"]["pass"] == 50
     assert "50/50" in p.stdout and "15/15" in p.stdout
+    assert data["run"]["sandbox_runtime"] == runtime
 
 
 @pytest.mark.docker

@@ -15,8 +15,34 @@ def _check(name: str, fn) -> bool:
         return False
 
 
+def _runtimes() -> None:
+    """One line per OCI runtime: registered or not, and a one-line probe in each."""
+    try:
+        import docker
+        from harness import image
+        from harness.sandbox import runtime as rt
+        client = docker.from_env()
+        rts, default = rt.registered(client)
+        found = image.find_image(client)
+    except Exception as e:  # noqa: BLE001 - the engine/image lines already say why
+        typer.echo(f"skip  runtimes: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        return
+    names = sorted(rts) if rts is not None else [default]
+    typer.echo(f"info  runtimes registered with the daemon: {', '.join(names)} (default {default})")
+    for name in rt.RUNTIMES:
+        if rts is not None and name not in rts and name != default:
+            typer.echo(f"warn  runtime {name}: {rt.INSTALL_HINT} (then `scicode-harness doctor` again)"
+                       if name == "runsc" else f"warn  runtime {name}: not registered")
+            continue
+        if found is None:
+            typer.echo(f"skip  runtime {name}: no sandbox image to probe with")
+            continue
+        _check(f"runtime {name}", lambda n=name: f"probe ran, kernel {rt.probe(client, found.id, n)}")
+
+
 def doctor():
-    """Check Python, nemo-evaluator, the Docker engine, the sandbox image, data and targets."""
+    """Check Python, nemo-evaluator, the Docker engine, the sandbox image, data and targets,
+    and which sandbox runtimes (runc, runsc) the daemon has, with a probe in each."""
     from importlib.metadata import version
 
     def ne():
@@ -64,5 +90,7 @@ def doctor():
     results = [_check("python", lambda: platform.python_version()), _check("nemo-evaluator", ne),
                _check("docker engine", engine), _check("sandbox image", img), _check("dataset", data),
                _check("test data", test_data), _check("dev targets", dev_targets)]
+    if results[2]:
+        _runtimes()
     if not all(results[:5]):
         raise typer.Exit(1)

@@ -27,6 +27,8 @@ def run(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=T
         memory: Optional[str] = typer.Option(None, "--memory", help="Memory limit, e.g. 512m, 2g."),
         cpus: Optional[float] = typer.Option(None, "--cpus", help="CPUs (Docker CPU quota)."),
         image: Optional[str] = typer.Option(None, "--image", help="Sandbox image (Docker)."),
+        runtime: str = typer.Option("runc", "--sandbox-runtime", "--runtime",
+                                    help="Docker OCI runtime: runc | runsc (gVisor)."),
         as_json: bool = typer.Option(False, "--json", help="Print the Outcome as one JSON object."),
         ) -> None:
     """Run FILE in a fresh sandbox and print the Outcome.
@@ -48,11 +50,14 @@ def run(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=T
         parse_size(limits.memory)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--memory")
+    if runtime not in ("runc", "runsc"):
+        raise typer.BadParameter("choose runc or runsc", param_hint="--sandbox-runtime")
     code = file.read_text(encoding="utf-8")
     job = Job(code=code, limits=limits)
     try:
         be = get_backend(backend, image=image, explicit_image=bool(image), workers=1,
-                         limits=limits, **({"warm": False} if backend != "process" else {}))
+                         limits=limits, runtime=runtime,
+                         **({"warm": False} if backend != "process" else {}))
     except SandboxUnavailable as exc:
         outcome = Outcome(status="infra", exit_code=None, duration=0.0, stdout="",
                           stderr=f"sandbox unavailable: {exc}", truncated=False,

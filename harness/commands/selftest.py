@@ -24,6 +24,7 @@ def _fail(msg: str) -> None:
 def selftest(
     output_dir: Path = typer.Option(Path("selftest_results"), help="where nemo-evaluator writes the run"),
     sandbox: str = typer.Option("docker", help="docker | process"),
+    sandbox_runtime: str = typer.Option("runc", help="runc | runsc (gVisor), for the docker sandbox"),
     task: str = typer.Option("scicode_background", help="nemo-evaluator task to run"),
     parallelism: int = typer.Option(4, help="requests in flight"),
     targets: Optional[Path] = typer.Option(None, help="dev targets (default: build them if missing)"),
@@ -56,7 +57,7 @@ def selftest(
     overrides = ",".join([
         "config.params.extra.split=dev", f"config.params.extra.test_data={tpath}",
         f"config.params.extra.sandbox={sandbox}", f"config.params.parallelism={parallelism}",
-    ])
+    ] + ([f"config.params.extra.sandbox_runtime={sandbox_runtime}"] if sandbox_runtime != "runc" else []))
     cmd = [str(ne), "run_eval", "--eval_type", task, "--model_id", "scicode-reference-gold",
            "--model_type", "chat", "--model_url", url, "--output_dir", str(output_dir),
            "--overrides", overrides]

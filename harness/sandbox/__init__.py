@@ -75,6 +75,7 @@ class Backend:
 
     name = "base"
     image: Optional[str] = None
+    runtime: Optional[str] = None     # Docker's OCI runtime (runc | runsc); None elsewhere
 
     @property
     def closing(self) -> bool:

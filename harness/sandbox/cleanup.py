@@ -12,7 +12,8 @@ Every container the Docker backend creates carries:
 A container is *orphaned* when its owner ran on this host and that process is
 gone. ``sweep`` removes orphans (``--all``: every harness container, for when
 you know no run is active, e.g. after a crash on another host using the same
-daemon). Each backend sweeps orphans when it starts and registers its run with
+daemon). A sweep also kills runsc processes left running for containers the daemon
+no longer knows (a failed or hung gVisor start leaves them). Each backend sweeps orphans when it starts and registers its run with
 :func:`register_run`: SIGINT, SIGTERM and interpreter exit then remove the run's
 containers even if the pipeline never reaches ``close()``.
 """
@@ -161,7 +162,19 @@ def sweep(client, everything: bool = False, dry_run: bool = False) -> list[dict]
     if not dry_run:
         removed = set(_remove(client, [c["id"] for c in out]))
         out = [c for c in out if c["id"] in removed]
+        reap_runtime_leftovers(client)
     return out
+
+
+def reap_runtime_leftovers(client) -> list:
+    """Kill gVisor processes (runsc-sandbox / runsc-gofer and their shims) left running for
+    containers the daemon no longer knows: `docker rm` does not always remove them."""
+    from harness.sandbox import runtime
+    try:
+        return runtime.reap_orphans(client)
+    except Exception as exc:  # never let this stop a sweep
+        log.warning("could not look for runsc leftovers: %s", exc)
+        return []
 
 
 def remove_run(client, run_id: str) -> list[str]:

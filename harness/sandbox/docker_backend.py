@@ -18,6 +18,12 @@ whole PID namespace) gives ``timeout``; ``State.OOMKilled`` (or exit 137 with a
 MemoryError in the output) gives ``oom``; daemon errors, a missing image or a
 broken connection give ``infra`` with the cause in stderr, never a model failure.
 
+Runtime: runc (default) or gVisor's runsc (harness.sandbox.runtime), checked against
+the daemon's registered runtimes at start-up. Under runsc the program's process limit is
+RLIMIT_NPROC (gVisor enforces it in its own kernel) and the host pids cgroup gets room for
+gVisor's threads. Every container start has its own deadline (60 s): past it the job is
+`infra` and the container and its runtime processes are removed.
+
 Warm single-use pool: up to N containers (default 2 x workers, so the next one has
 finished its imports by the time a worker needs it) are created, attached and
 started in the background; the runner in each has imported numpy and scipy and
@@ -30,13 +36,8 @@ the one the runner exits with right after them.
 """
 from __future__ import annotations
 
-import collections
 import logging
-import os
-import queue
-import select
 import socket
-import struct
 import threading
 import time
 import uuid
@@ -44,7 +45,9 @@ from typing import Optional
 
 from harness.sandbox import JOB_ENV, Backend, Job, Limits, Outcome, SandboxUnavailable
 from harness import faultpoint
-from harness.sandbox import cleanup
+from harness.sandbox import cleanup, runtime as rt
+from harness.sandbox.docker_pool import (WarmPool, _Demux, _Reaper, _Slot, _close_sock,
+                                         _limits_key, _short)
 from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, new_marker,
                                     parse_size, payload_chunks, runner_argv)
 
@@ -55,13 +58,8 @@ FALLBACK_PATH = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 NONROOT_USER = "65534:65534"
 ENV = dict(JOB_ENV, HOME="/tmp")
 NOFILE = 1024
-JOIN_WAIT = 3.0            # seconds close() waits for warm-pool threads (they are daemons)
 KILL_GRACE = 10.0          # seconds allowed for the daemon to report a finished container
 READ_CHUNK = 1 << 16
-
-
-def _limits_key(lim: Limits) -> tuple:
-    return (lim.memory, float(lim.cpus), int(lim.pids), lim.fsize, lim.tmpfs)
 
 
 def _is_root_user(user: str) -> bool:
@@ -72,187 +70,6 @@ def _is_root_user(user: str) -> bool:
 def _docker():
     import docker  # imported lazily: the process backend must work without the SDK
     return docker
-
-
-class _Slot:
-    """A created, attached and started container waiting for (or running) one job."""
-
-    __slots__ = ("cid", "sock", "raw", "key", "started", "tls", "wall")
-
-    def __init__(self, cid, sock, key, tls):
-        self.cid = cid
-        self.sock = sock
-        self.raw = getattr(sock, "_sock", sock)   # the real socket under SocketIO
-        self.key = key
-        self.started = time.monotonic()
-        self.wall = time.time()
-        self.tls = tls
-
-    def dead(self) -> bool:
-        """True if the container already closed its streams (exited before its job)."""
-        if self.tls:
-            return False
-        try:
-            r, _, _ = select.select([self.raw], [], [], 0)
-            if not r:
-                return False
-            return self.raw.recv(1, socket.MSG_PEEK) == b""
-        except (OSError, ValueError):
-            return True
-
-
-class _Demux:
-    """Splits Docker's multiplexed attach stream (8-byte headers) into stdout/stderr."""
-
-    def __init__(self, out, err):
-        self.sinks = {1: out, 2: err, 3: err, 0: out}
-        self.header = bytearray()
-        self.stream = None
-        self.left = 0
-
-    def feed(self, data: bytes) -> None:
-        mv = memoryview(data)
-        while mv:
-            if self.left == 0:
-                need = 8 - len(self.header)
-                self.header += mv[:need]
-                mv = mv[need:]
-                if len(self.header) < 8:
-                    return
-                self.stream, self.left = struct.unpack(">BxxxL", bytes(self.header))
-                self.header.clear()
-                continue
-            part = mv[:self.left]
-            mv = mv[len(part):]
-            self.left -= len(part)
-            sink = self.sinks.get(self.stream)
-            if sink is not None:
-                sink.feed(bytes(part))
-
-
-class WarmPool:
-    """Single-use pre-started containers; `size` of them ready or being made at once."""
-
-    def __init__(self, backend: "DockerBackend", size: int):
-        self.backend = backend
-        self.size = max(int(size), 0)
-        self.key = _limits_key(backend.limits)
-        self.ready: collections.deque[_Slot] = collections.deque()
-        self.cond = threading.Condition()
-        self.creating = 0
-        self.closed = False
-        self.failures = 0
-        self.hits = 0
-        self.misses = 0
-        self.left: Optional[int] = None   # jobs still to come, when the caller says
-        self.threads = [threading.Thread(target=self._fill, name=f"sandbox-warm-{i}", daemon=True)
-                        for i in range(self.size)]
-        for t in self.threads:
-            t.start()
-
-    def _fill(self) -> None:
-        while True:
-            with self.cond:
-                while not self.closed and len(self.ready) + self.creating >= self._target():
-                    self.cond.wait()
-                if self.closed:
-                    return
-                self.creating += 1
-            slot = None
-            try:
-                slot = self.backend._start(self.backend.limits, "warm")
-            except Exception as exc:
-                with self.cond:
-                    self.creating -= 1
-                    self.cond.notify_all()
-                    if self.closed or self.backend._closed:
-                        return
-                    self.failures += 1
-                    delay = min(10.0, 0.25 * 2 ** min(self.failures, 6))
-                    log.warning("warm sandbox container failed to start (%s); retrying in %.1fs",
-                                _short(exc), delay)
-                    self.cond.wait(delay)
-                continue
-            with self.cond:
-                self.creating -= 1
-                if slot is not None:
-                    if self.closed:
-                        self.backend._discard(slot)
-                    else:
-                        self.ready.append(slot)
-                        self.failures = 0
-                self.cond.notify_all()
-
-    def _target(self) -> int:
-        return self.size if self.left is None else min(self.size, self.left)
-
-    def set_left(self, n: int) -> None:
-        with self.cond:
-            self.left = max(int(n), 0)
-            self.cond.notify_all()
-
-    def take(self, limits: Limits, wait: float = 30.0) -> Optional[_Slot]:
-        """A ready container for these limits, waiting for one being made; else None."""
-        if self.size == 0 or _limits_key(limits) != self.key:
-            return None
-        end = time.monotonic() + wait
-        with self.cond:
-            while True:
-                while self.ready:
-                    slot = self.ready.popleft()
-                    self.cond.notify_all()
-                    if slot.dead():
-                        self.backend._discard_async(slot)
-                        continue
-                    self.hits += 1
-                    return slot
-                remaining = end - time.monotonic()
-                if self.closed or self.failures or self.creating == 0 or remaining <= 0:
-                    self.misses += 1
-                    return None
-                self.cond.wait(remaining)
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            slots = list(self.ready)
-            self.ready.clear()
-            self.cond.notify_all()
-        for slot in slots:
-            self.backend._discard(slot)
-        end = time.monotonic() + JOIN_WAIT   # a start stuck in the daemon must not hold up exit
-        for t in self.threads:
-            t.join(timeout=max(end - time.monotonic(), 0))
-
-
-class _Reaper:
-    """Removes finished containers off the job's critical path, with a bounded backlog."""
-
-    def __init__(self, backend: "DockerBackend", backlog: int):
-        self.backend = backend
-        self.slots = threading.BoundedSemaphore(max(backlog, 1))
-        self.queue: "queue.Queue[Optional[_Slot]]" = queue.Queue()
-        self.thread = threading.Thread(target=self._loop, name="sandbox-reaper", daemon=True)
-        self.thread.start()
-
-    def submit(self, slot: _Slot) -> None:
-        _close_sock(slot.sock)
-        self.slots.acquire()          # back-pressure: never more than `backlog` pending
-        self.queue.put(slot)
-
-    def _loop(self) -> None:
-        while True:
-            slot = self.queue.get()
-            if slot is None:
-                return
-            try:
-                self.backend._remove(slot.cid)
-            finally:
-                self.slots.release()
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join(timeout=30)
 
 
 class DockerBackend(Backend):
@@ -268,7 +85,6 @@ class DockerBackend(Backend):
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.workers = max(int(workers), 1)
         self.preload = list(preload or [])
-        self.runtime = runtime or os.environ.get("SCICODE_SANDBOX_RUNTIME") or None
         self._pool_size = 4 * self.workers + 8
         try:
             self.client = client or docker.from_env(max_pool_size=self._pool_size, timeout=120)
@@ -277,6 +93,9 @@ class DockerBackend(Backend):
             raise SandboxUnavailable(
                 f"Docker daemon not reachable ({_short(exc)}): start Docker (or set DOCKER_HOST), "
                 "or pass --sandbox process") from None
+        # runtime: the name recorded (runc | runsc); _hc_runtime: what HostConfig asks for
+        self.runtime, self._hc_runtime = rt.resolve(self.client, runtime)
+        self.start_timeout = rt.start_timeout()
         self._tls = str(getattr(self.client.api, "base_url", "")).startswith("https://")
         self.image_ref, self.image, cfg = self._resolve_image(image, explicit_image)
         user = cfg.get("User") or ""
@@ -344,23 +163,31 @@ class DockerBackend(Backend):
         mem = parse_size(lim.memory)
         fsize = parse_size(lim.fsize)
         tmpfs = parse_size(lim.tmpfs)
+        ulimits = [docker.types.Ulimit(name="nofile", soft=NOFILE, hard=NOFILE),
+                   docker.types.Ulimit(name="fsize", soft=fsize, hard=fsize),
+                   docker.types.Ulimit(name="core", soft=0, hard=0)]
+        pids = int(lim.pids)
+        if self.runtime == "runsc":
+            # The host pids cgroup counts gVisor's own threads and ptrace stubs, not the
+            # program's processes: at the job's limit the Sentry dies (Go fatal error, exit 2).
+            # gVisor enforces RLIMIT_NPROC inside its own kernel: that caps the program.
+            ulimits.append(docker.types.Ulimit(name="nproc", soft=pids, hard=pids))
+            pids = rt.host_pids(pids)
         return self.client.api.create_host_config(
             network_mode="none",
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={tmpfs}"},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
-            pids_limit=int(lim.pids),
+            pids_limit=pids,
             mem_limit=mem,
             memswap_limit=mem,
             nano_cpus=int(float(lim.cpus) * 1e9),
-            ulimits=[docker.types.Ulimit(name="nofile", soft=NOFILE, hard=NOFILE),
-                     docker.types.Ulimit(name="fsize", soft=fsize, hard=fsize),
-                     docker.types.Ulimit(name="core", soft=0, hard=0)],
+            ulimits=ulimits,
             init=True,
             ipc_mode="private",
             log_config=docker.types.LogConfig(type="none"),
-            runtime=self.runtime,
+            runtime=self._hc_runtime,
         )
 
     def create_kwargs(self, lim: Limits, job_id: str) -> dict:
@@ -388,13 +215,18 @@ class DockerBackend(Backend):
             faultpoint.point("container_start")
             if self._closed:   # shut (Ctrl-C) while this one was being made
                 raise RuntimeError("backend is closed")
-            api.start(cid)
+            rt.start(api, cid, self.start_timeout)
             return _Slot(cid, sock, _limits_key(lim), self._tls)
-        except BaseException:
+        except BaseException as exc:
             if sock is not None:
                 _close_sock(sock)
             if cid is not None:
+                hung = isinstance(exc, rt.StartTimeout)
+                if hung:       # a hung start holds the container: kill its runtime first
+                    rt.reap(cid)
                 self._remove(cid)
+                if hung:       # and what the runtime left behind after `rm -f`
+                    rt.reap(cid)
             raise
         finally:
             with self._lock:
@@ -419,7 +251,7 @@ class DockerBackend(Backend):
                 self._live.add(cid)
             sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1,
                                                   "stream": 1})
-            api.start(cid)
+            rt.start(api, cid, self.start_timeout)
             return _Slot(cid, sock, None, self._tls)
         except BaseException:
             if sock is not None:
@@ -610,25 +442,3 @@ class DockerBackend(Backend):
             self.client.close()
         except Exception:
             pass
-
-
-def _close_sock(sock) -> None:
-    for obj in (getattr(sock, "_sock", None), sock):
-        if obj is None:
-            continue
-        try:
-            obj.close()
-        except Exception:
-            pass
-    resp = getattr(sock, "_response", None)
-    if resp is not None:
-        try:
-            resp.close()
-        except Exception:
-            pass
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else ""
-    return f"{type(exc).__name__}: {msg}"[:500] if msg else type(exc).__name__

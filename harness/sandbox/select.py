@@ -34,7 +34,12 @@ def get_backend(kind: str = "auto", image: Optional[str] = None, explicit_image:
     kind = (kind or "auto").lower()
     if kind not in KINDS:
         raise SandboxUnavailable(f"unknown sandbox {kind!r}; choose one of {', '.join(KINDS)}")
+    runtime = options.get("runtime")
     if kind == "process":
+        if runtime not in (None, "runc"):
+            raise SandboxUnavailable(f"--sandbox-runtime {runtime} needs the docker sandbox, "
+                                     "not --sandbox process")
+        options.pop("runtime", None)
         from harness.sandbox.process_backend import ProcessBackend
         return ProcessBackend(limits=limits, workers=workers, **options)
     try:
