@@ -15,7 +15,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).resolve().parent
-CHECK_TIMEOUT = 300.0      # seconds for one candidate's checks (large values, slow comparisons)
+CHECK_TIMEOUT = 120.0      # seconds for one candidate's checks (honest ones take under 3 s)
 START_TIMEOUT = 120.0
 
 
