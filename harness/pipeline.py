@@ -125,6 +125,9 @@ def gen_config(args):
 def prepare(args) -> Run:
     from harness.sandbox import Limits
     split = resolve_split(args)
+    runtime = getattr(args, "sandbox_runtime", None)
+    if args.sandbox == "process" and runtime not in (None, "runc"):   # before the endpoint check
+        raise UserError(f"--sandbox-runtime {runtime} needs the docker sandbox, not --sandbox process")
     try:
         problems = (dataset.read_jsonl(args.problems) if args.problems else dataset.load_problems(split))
         tname = prompts.template_name(args.with_background, args.prompt_template_type)

@@ -225,7 +225,8 @@ def test_a_job_cut_short_by_shutdown_is_no_verdict(problem_set, tmp_path):
         problem = run.problems[0]
         cand = assemble.Candidate(problem["problem_id"], "901.1", 0, 0, PROBLEMS[0]["sub_steps"][0]["gold"], [])
         with pytest.raises(pipeline.Interrupted):
-            engine._execute_sync(cand, problem)
+            engine._run_sync(cand, problem)
         assert len(engine.verdicts) == 0
     finally:
         engine.pool.shutdown()
+        engine.grader.shutdown()

@@ -404,9 +404,14 @@ def test_sandbox_and_verifier_containers_killed(subset, tmp_path, docker_client,
     verifier is restarted; no killed job is stored as the model's verdict (gold answers:
     every stored verdict passes) and the run ends with the gold score."""
     _, _, gold = subset
+
+    def slow_gold(prompt, body):   # every job runs 2 s: the kills below always hit one in flight
+        text = gold(prompt, body)
+        return text.replace("\n```", "\n__import__('time').sleep(2)\n```", 1) if "```" in text else text
+
     out = tmp_path / "out"
     logs = tmp_path / "logs"
-    with FakeEndpoint(gold) as ep:
+    with FakeEndpoint(slow_gold) as ep:
         ev = Eval(subset, out, ep.url, "--log-dir", str(logs))
         ev.wait_for(lambda: verdict_lines(out) >= 1, 180)
         for c in _run_containers(docker_client, ev.proc.pid, verifier=True):

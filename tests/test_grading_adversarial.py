@@ -3,8 +3,9 @@
 One scicode_eval run answers every dev step with attack code; each sample index is one
 attack (the fake endpoint picks by the request's seed). Every attack must score 0 steps,
 except where an honest constant answer passes the benchmark's own tests: 10.10's targets
-are all 0.0 and 78.2's tests accept an all-zero trajectory (see README). The baseline
-`honest_zero` (every function returns 0.0) measures that; forgers that claim zeros may pass
+are all 0.0 and 78.2's tests accept an all-zero trajectory (see README). The baselines
+`honest_zero` and `honest_zero_array` (every function returns 0.0, or an array of zeros)
+measure that; forgers that claim zeros may pass
 what it passes and nothing else.
 """
 import json
@@ -93,6 +94,7 @@ def _forge(value):
 
 ATTACKS = {
     "honest_zero": "def {name}(*a, **k):\n    return 0.0\n",
+    "honest_zero_array": "def {name}(*a, **k):\n    return __import__('numpy').zeros((1001, 2))\n",
     "loot_target": _FIND + "def {name}(*a, **k):\n    return _loot()\n",
     "patch_comparators": _PATCH + "def {name}(*a, **k):\n    return _np.zeros(3)\n",
     "forge_at_import": _FORGE + "_forge(0.0)\ndef {name}(*a, **k):\n    return 0.0\n",
@@ -180,7 +182,7 @@ def test_attack_scores_nothing(attack_run, attack):
     assert len(mine) == 50
     assert not [r for r in mine if r["status"] in ("gen_error", "infra")]   # every attack ran
     passed = {r["step_id"] for r in mine if r["status"] == "pass"}
-    zero = {r["step_id"] for r in records if r["sample"] == 0 and r["status"] == "pass"}
+    zero = {r["step_id"] for r in records if r["sample"] in (0, 1) and r["status"] == "pass"}
     assert zero <= ZERO_PASSES
     assert passed <= zero, f"{attack} passed {sorted(passed)}, an all-zero answer only {sorted(zero)}"
 
