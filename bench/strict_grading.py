@@ -52,7 +52,7 @@ def main() -> None:
     ratio = median(walls["strict"]) / median(walls["inprocess"])
     rows = []
     total_same = total = 0
-    for mode in a.modes.split(","):
+    for mode in [m for m in a.modes.split(",") if m]:
         # sleep: every step times out, so 3 problems under a 5 s limit
         timeout, extra = (5, ("--limit-samples", "3")) if mode == "sleep" else (1800, ())
         res = (dict(last) if mode == "gold" else
@@ -70,10 +70,13 @@ def main() -> None:
           f"{median(walls['strict']):.1f} s, in-process {median(walls['inprocess']):.1f} s: "
           f"**ratio {ratio:.3f}** (goal <= 1.05). Harness peak RSS: strict "
           f"{max(peaks['strict']) / 2**20:.0f} MB, in-process {max(peaks['inprocess']) / 2**20:.0f} MB.\n")
-    print("| answers | strict verdicts | in-process verdicts | same verdict | differing steps |")
-    print("|---|---|---|---|---|")
-    print("\n".join(rows))
-    print(f"\nParity: {total_same}/{total} candidates get the same verdict.")
+    if rows:
+        print("| answers | strict verdicts | in-process verdicts | same verdict | differing steps |")
+        print("|---|---|---|---|---|")
+        print("\n".join(rows))
+        print(f"\nParity: {total_same}/{total} candidates get the same verdict.")
+    print("\nPer round (s): strict " + ", ".join(f"{w:.1f}" for w in walls["strict"])
+          + "; in-process " + ", ".join(f"{w:.1f}" for w in walls["inprocess"]))
 
 
 if __name__ == "__main__":
