@@ -188,6 +188,9 @@ class Engine:
         self.pool = schedule.PriorityPool(workers, name="sandbox")
         from concurrent.futures import ThreadPoolExecutor
         self.grader = ThreadPoolExecutor(1, thread_name_prefix="grade")
+        # one candidate at the grader at a time: a worker with the next outcome waits, so
+        # large values never pile up in the harness (peak memory)
+        self._grade_slot = threading.Semaphore(1)
         self.exec_tasks: list[asyncio.Future] = []
         bg = "with_background" if run.args.with_background else "without_background"
         name = report.model_short(run.args.model)
@@ -293,7 +296,7 @@ class Engine:
         try:
             return grade.grade(outcome, run.splits[cand.step_id], problem["required_dependencies"],
                                lambda: self._targets(cand.step_id, len(step["test_cases"])),
-                               run.verifier)
+                               run.verifier, targets_key=f"{run.test_data_id}:{cand.step_id}")
         except VerifierError as e:
             if run.backend.closing:
                 raise Interrupted(cand.step_id) from None
@@ -341,6 +344,9 @@ class Engine:
         if outcome.status == "infra":
             raise InfraError(f"sandbox failure on {cand.step_id} (sample {cand.sample}): "
                              f"{(outcome.stderr or '').strip()[-300:]}")
+        while not self._grade_slot.acquire(timeout=0.5):
+            if run.backend.closing:
+                raise Interrupted(cand.step_id)
         return "outcome", (key, outcome)
 
     def _grade_sync(self, cand, problem, key: str, outcome) -> dict:
@@ -348,7 +354,10 @@ class Engine:
         targets and values are in memory at a time), so sandbox workers go on to the next job."""
         run = self.run
         t0 = time.monotonic()
-        status, tests = self._grade(cand, problem, outcome)
+        try:
+            status, tests = self._grade(cand, problem, outcome)
+        finally:
+            self._grade_slot.release()
         if run.backend.closing:
             raise Interrupted(cand.step_id)
         graded = time.monotonic() - t0

@@ -1,5 +1,6 @@
 """The test splitter and the verifier, without Docker (the verifier runs as a process)."""
 import ast
+import uuid
 
 import numpy as np
 import pytest
@@ -78,8 +79,9 @@ def verifier():
 
 def _check(verifier, test, target, entries):
     sp = split_test(test, DEPS)
-    return verifier.check(DEPS, [{"program": sp.verifier, "target": codec.encode(target),
-                                  "records": [codec.encode(e) for e in entries]}])[0]
+    return verifier.check(DEPS, [{"program": sp.verifier, "t": 0,
+                                  "records": [codec.encode(e) for e in entries]}],
+                          uuid.uuid4().hex, lambda: [codec.encode(target)])[0]
 
 
 def test_verifier_pass_fail_and_vacuous(verifier):
@@ -107,9 +109,11 @@ def test_verifier_decodes_data_only(verifier, tmp_path):
     flag = tmp_path / "pwned"
     evil = [{"__t": "tuple", "items": [0, {"__t": "tuple", "items": [
         {"__t": "sympy", "v": f"__import__('os').system('touch {flag}')"}]}]}]
-    res = verifier.check(DEPS, [{"program": sp.verifier, "target": codec.encode(1.0), "records": evil}])[0]
+    res = verifier.check(DEPS, [{"program": sp.verifier, "t": 0, "records": evil}], "one",
+                         lambda: [codec.encode(1.0)])[0]
     assert res["status"] == "fail" and "not accepted" in res["error"] and not flag.exists()
     obj = [{"__t": "tuple", "items": [0, {"__t": "tuple", "items": [
         {"__t": "nd", "dtype": "|O", "shape": [1], "b64": "AAAAAAAAAAA="}]}]}]
-    res = verifier.check(DEPS, [{"program": sp.verifier, "target": codec.encode(1.0), "records": obj}])[0]
+    res = verifier.check(DEPS, [{"program": sp.verifier, "t": 0, "records": obj}], "one",
+                         lambda: pytest.fail("the verifier holds the targets of key 'one' already"))[0]
     assert res["status"] == "fail"

@@ -30,7 +30,7 @@ def sandbox_tests(splits: list[Split]) -> list[str]:
 
 
 def grade(outcome, splits: list[Split], deps: str, targets: Callable[[], list],
-          verifier) -> tuple[str, list[dict]]:
+          verifier, targets_key: str = "") -> tuple[str, list[dict]]:
     """(step status, per-test results). pass needs: the program ran to the runner's end
     (exit 0, report, completed), and the verifier passed every test on its values."""
     report = outcome.report or {}
@@ -48,13 +48,16 @@ def grade(outcome, splits: list[Split], deps: str, targets: Callable[[], list],
         if not sp.supported:
             results[i] = {"status": "error", "error": f"not gradable safely: {sp.error}"}
     if todo:
-        values = targets()
-        checks = [{"program": splits[i].verifier,
-                   "target": _encode_target(values[i]) if splits[i].uses_target else None,
+        checks = [{"program": splits[i].verifier, "t": i if splits[i].uses_target else None,
                    "records": records[i] if i < len(records) and isinstance(records[i], list) else []}
                   for i in todo]
-        del values
-        for i, res in zip(todo, verifier.check(deps, checks)):
+        report["records"] = None     # the checks hold them; nothing else needs them
+
+        def encoded_targets():      # read and encoded only when the verifier lacks them
+            return [_encode_target(v) if sp.uses_target else None
+                    for v, sp in zip(targets(), splits)]
+        for i, res in zip(todo, verifier.check(deps, checks, targets_key or str(id(splits)),
+                                               encoded_targets)):
             results[i] = {"status": res.get("status"), "error": res.get("error")}
     if outcome.status == "ok" and all(r.get("status") == "pass" for r in results):
         return "pass", results

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from typing import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Verifier:
         self._n = 0
         self.versions: dict = {}
         self.closed = False
+        self._held: set[str] = set()    # targets the running verifier keeps
 
     def _start(self) -> None:
         self._svc = self.backend.service(VERIFIER_SOURCE, "verifier")
@@ -54,6 +56,7 @@ class Verifier:
         self.versions = hello.get("versions") or {}
 
     def _stop(self) -> None:
+        self._held = set()
         if self._svc is not None:
             try:
                 self._svc.close()
@@ -68,13 +71,18 @@ class Verifier:
                 self._start()
             return self.versions
 
-    def check(self, deps: str, checks: list[dict], timeout: float = CHECK_TIMEOUT) -> list[dict]:
-        """One result per check: {"status": pass|fail|error, "error": str|None}."""
+    def check(self, deps: str, checks: list[dict], targets_key: str,
+              targets: Callable[[], list], timeout: float = CHECK_TIMEOUT) -> list[dict]:
+        """One result per check: {"status": pass|fail|error, "error": str|None}. Each check
+        names its test's target by index ("t") in the step's targets; `targets()` gives them
+        encoded, and is called only when the verifier does not hold `targets_key` yet (it
+        keeps each step's targets, so n samples of a step send them once)."""
         if not checks:
             return []
         with self._lock:
             if self.closed:
                 raise VerifierError("the verifier is closed")
+            why = "the verifier did not answer"
             for attempt in (1, 2):
                 if self._svc is None:
                     try:
@@ -84,8 +92,12 @@ class Verifier:
                     except Exception as exc:  # noqa: BLE001 - daemon gone, backend closed
                         raise VerifierError(f"cannot (re)start the verifier: {exc}") from None
                 self._n += 1
+                req = {"id": self._n, "deps": deps, "checks": checks, "targets_key": targets_key}
+                if targets_key not in self._held:
+                    req["targets"] = targets()
                 try:
-                    self._send({"id": self._n, "deps": deps, "checks": checks})
+                    self._send(req)
+                    del req
                     line = self._svc.readline(timeout)
                 except OSError as exc:
                     line, why = None, f"lost the verifier: {exc}"
@@ -95,6 +107,8 @@ class Verifier:
                     reply = json.loads(line)
                     if reply.get("id") == self._n and isinstance(reply.get("results"), list) \
                             and len(reply["results"]) == len(checks):
+                        if reply.get("held"):
+                            self._held.add(targets_key)
                         return reply["results"]
                     why = f"bad verifier reply: {reply.get('error') or str(reply)[:200]}"
                 log.warning("%s (attempt %d); restarting it", why, attempt)

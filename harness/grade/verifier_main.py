@@ -31,6 +31,7 @@ _CODEC_SRC = globals().get("_CODEC_SRC")
 _CMP_SRC = globals().get("_CMP_SRC")
 _ERR_MAX = 2000
 _MAX_DEPTH = 64
+_HOLD_BUDGET = 1 << 30   # characters of encoded targets kept across requests
 
 
 def _load(name, src):
@@ -127,6 +128,31 @@ class Verifier:
         sys.modules.update(pkg)
         sys.modules["scicode.compare.cmp"] = self.cmp
         self.deps = {}
+        self.held = {}          # targets_key -> decoded targets (trusted: from the harness)
+        self.held_size = 0
+
+    def targets(self, req):
+        """(decoded targets of the request's step, whether they are kept for later)."""
+        key = req.get("targets_key")
+        if "targets" not in req:
+            if key not in self.held:
+                raise KeyError("targets not held: %r" % key)
+            return self.held[key], True
+        values, errors = [], []
+        for t in req["targets"]:
+            try:
+                values.append(self.codec.decode(t))
+                errors.append(None)
+            except Exception as exc:
+                values.append(None)
+                errors.append("cannot decode target: " + _describe(exc))
+        values = (values, errors)
+        size = len(json.dumps(req["targets"]))
+        if key is not None and self.held_size + size <= _HOLD_BUDGET:
+            self.held[key] = values
+            self.held_size += size
+            return values, True
+        return values, False
 
     def _deps(self, src):
         ns = self.deps.get(src)
@@ -139,11 +165,14 @@ class Verifier:
             self.deps[src] = ns
         return ns
 
-    def check(self, deps, check):
-        try:
-            target = self.codec.decode(check.get("target"))
-        except Exception as exc:
-            return {"status": "error", "error": "cannot decode target: " + _describe(exc)}
+    def check(self, deps, check, targets):
+        values, errors = targets
+        t = check.get("t")
+        if t is not None and (not isinstance(t, int) or not 0 <= t < len(values)):
+            return {"status": "error", "error": "no target %r" % (t,)}
+        if t is not None and errors[t]:
+            return {"status": "error", "error": errors[t]}
+        target = values[t] if t is not None else None
         try:
             entries = [_safe_decode(self.codec, r) for r in (check.get("records") or [])]
         except Exception as exc:
@@ -188,8 +217,10 @@ def main():
             continue
         try:
             req = json.loads(line)
-            results = [v.check(req.get("deps") or "", c) for c in req["checks"]]
-            reply = {"id": req.get("id"), "results": results}
+            targets, held = v.targets(req)
+            req.pop("targets", None)
+            results = [v.check(req.get("deps") or "", c, targets) for c in req["checks"]]
+            reply = {"id": req.get("id"), "results": results, "held": held}
         except Exception as exc:   # a malformed request: say so, keep serving
             reply = {"id": None, "error": _describe(exc)}
         out.write(json.dumps(reply) + "\n")

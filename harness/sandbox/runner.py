@@ -191,7 +191,9 @@ class StdoutCapture:
         self.needle = ("\n" + marker).encode() if marker else None
         self.carry = b""
         self.current: Optional[bytearray] = None    # report being read
-        self.report_raw: Optional[bytes] = None
+        self.report_raw: Optional[bytearray] = None   # freed once parsed
+        self._parsed = False
+        self._report: Optional[dict] = None
         self.report_overflow = False
 
     def feed(self, data: bytes) -> None:
@@ -209,7 +211,7 @@ class StdoutCapture:
                 if nl < 0:
                     return
                 if not self.report_overflow:
-                    self.report_raw = bytes(self.current)
+                    self.report_raw = self.current     # no copy: large values
                 self.current = None
                 self.report_overflow = False
                 data = data[nl + 1:]
@@ -232,7 +234,7 @@ class StdoutCapture:
 
     def finish(self) -> None:
         if self.current is not None and not self.report_overflow:
-            self.report_raw = bytes(self.current)   # report without trailing newline
+            self.report_raw = self.current   # report without trailing newline
         self.current = None
         self.out.feed(self.carry)
         self.carry = b""
@@ -244,10 +246,13 @@ class StdoutCapture:
     @property
     def seen(self) -> bool:
         """A complete marker line (report, or the stderr end sentinel) has arrived."""
-        return self.report_raw is not None
+        return self.report_raw is not None or self._parsed
 
     def report(self) -> Optional[dict]:
-        return None if self.report_raw is None else _load_report(self.report_raw)
+        if not self._parsed and self.report_raw is not None:
+            # parsed once; the raw bytes go (a report can carry tens of MB of values)
+            self._report, self.report_raw, self._parsed = _load_report(self.report_raw), None, True
+        return self._report
 
     def text(self) -> str:
         return self.out.text()
