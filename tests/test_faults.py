@@ -302,7 +302,7 @@ def test_endpoint_killed_and_restarted(subset, tmp_path, docker_client, sandbox_
     out = tmp_path / "back"
     ep = FakeEndpoint(gold, latency=0.3).start()
     port = ep.port
-    ev = Eval(subset, out, ep.url, "--extra-params", "max_retries=8")
+    ev = Eval(subset, out, ep.url, "--extra-params", "max_retries=14")   # ~0.05 * 2^14 s of backoff: outlasts a loaded restart
     ev.wait_for(lambda: _gens(ep) >= 3, 180)
     ep.stop()
     time.sleep(2.0)

@@ -79,6 +79,8 @@ class Verifier:
         keeps each step's targets, so n samples of a step send them once)."""
         if not checks:
             return []
+        # read outside the lock: a read can block (the h5 reader), and close() must not wait on it
+        encoded = targets() if targets_key not in self._held else None
         with self._lock:
             if self.closed:
                 raise VerifierError("the verifier is closed")
@@ -93,8 +95,9 @@ class Verifier:
                         raise VerifierError(f"cannot (re)start the verifier: {exc}") from None
                 self._n += 1
                 req = {"id": self._n, "deps": deps, "checks": checks, "targets_key": targets_key}
-                if targets_key not in self._held:
-                    req["targets"] = targets()
+                if targets_key not in self._held:   # (again after a restart)
+                    encoded = targets() if encoded is None else encoded
+                    req["targets"] = encoded
                 try:
                     self._send(req)
                     del req
