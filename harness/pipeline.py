@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from harness import assemble, dataset, prompts, report, schedule, score
+from harness.run import candidate, prompts, report, schedule, score
+from harness.data import dataset
 from harness.sandbox import JOB_ENV, cleanup
-from harness.store import make_key
-from harness.outputs import OutputError, output as _output, setup_logging as _setup_logging
-from harness.progress import Progress
+from harness.run.store import make_key
+from harness.run.outputs import OutputError, output as _output, setup_logging as _setup_logging
+from harness.util.progress import Progress
 
 log = logging.getLogger("scicode_eval")
 
@@ -70,7 +71,7 @@ def resolve_split(args) -> str:
 
 
 def resolve_test_data(args, split: str) -> Path:
-    from harness import testdata
+    from harness.data import testdata
     try:
         path = testdata.resolve_test_data(args.test_data)
     except testdata.TestDataError as e:
@@ -78,7 +79,7 @@ def resolve_test_data(args, split: str) -> Path:
     if args.test_data is not None and (path is None or not Path(path).is_file()):
         raise UserError(f"test data not found: {args.test_data}")
     if path is None and split == "dev":
-        from harness.paths import targets_path
+        from harness.util.paths import targets_path
         own = targets_path("dev")
         path = own if own.is_file() else None
     if path is None:
@@ -91,7 +92,7 @@ def resolve_test_data(args, split: str) -> Path:
 
 def check_test_data(path: Path, problems: list[dict], allow_missing: bool = False) -> list[str]:
     """Steps the file lacks; an error unless allow_missing (then they score as no_target)."""
-    from harness import h5targets
+    from harness.data import h5targets
     need = {s["step_number"]: len(s["test_cases"]) for p in problems for s in p["sub_steps"]
             if s.get("test_cases")}
     try:
@@ -108,7 +109,7 @@ def check_test_data(path: Path, problems: list[dict], allow_missing: bool = Fals
 
 
 def gen_config(args):
-    from harness import generate
+    from harness.run import generate
     key_name = os.environ.get("SCICODE_API_KEY_NAME")
     api_key = os.environ.get("API_KEY") or None
     if key_name and not api_key:
@@ -132,7 +133,7 @@ def prepare(args) -> Run:
         regex = dataset.regex(args.regex_path) if args.regex_path else None
     except dataset.DataError as e:
         raise UserError(str(e)) from None
-    from harness.cli_eval import parse_fail_under
+    from harness.cli.evaluate import parse_fail_under
     try:
         parse_fail_under(args.fail_under)
     except ValueError as e:
@@ -141,7 +142,7 @@ def prepare(args) -> Run:
         problems = problems[: args.limit_samples]
     test_data = resolve_test_data(args, split)
     no_target = check_test_data(test_data, problems, getattr(args, "allow_missing_targets", False))
-    from harness.dataset import sha256_file
+    from harness.data.dataset import sha256_file
     cfg = gen_config(args)
     limits = Limits(timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus)
     run = Run(args=args, problems=problems, split=split, test_data=test_data, gen_cfg=cfg,
@@ -151,7 +152,7 @@ def prepare(args) -> Run:
     run.no_target = set(no_target)
     run.grading = getattr(args, "grading", None) or "strict"
     if run.grading == "strict":
-        from harness import grade
+        from harness.run import grade
         for p in problems:
             for i, step in enumerate(p["sub_steps"]):
                 if step.get("test_cases"):
@@ -174,8 +175,8 @@ def open_backend(run: Run, workers: int):
 # ---------------------------------------------------------------- stages
 class Engine:
     def __init__(self, run: Run, workers: int, progress: Progress):
-        from harness.generate import Client
-        from harness.store import Store
+        from harness.run.generate import Client
+        from harness.run.store import Store
         self.run, self.progress = run, progress
         cache = run.out / "scicode_cache"
         self.gens = Store(cache / "generations.jsonl")
@@ -191,9 +192,9 @@ class Engine:
         self.prompt_dir = run.out / "prompt" / name / bg
         self.code_dir = run.out / "generated_code" / name / bg
         self.infra: Optional[str] = None
-        from harness.grade import GRADING_VERSION
+        from harness.run.grade import GRADING_VERSION
         if run.grading == "strict":   # a new verifier program means new verdicts
-            from harness.grade.verifier import VERIFIER_SOURCE
+            from harness.run.grade.verifier import VERIFIER_SOURCE
             self.grading_key = [GRADING_VERSION, make_key(verifier=VERIFIER_SOURCE)]
         else:
             self.grading_key = "inprocess"
@@ -242,7 +243,7 @@ class Engine:
                 continue
             code = prompts.extract_code(answer, run.regex)
             _output(self._save, problem["problem_id"], idx, sample, prompt, code, codes)
-            cand = assemble.Candidate(problem["problem_id"], sid, idx, sample, code, list(codes))
+            cand = candidate.Candidate(problem["problem_id"], sid, idx, sample, code, list(codes))
             self.exec_tasks.append(asyncio.ensure_future(self.execute(cand, problem)))
             codes.append(code)
 
@@ -274,7 +275,7 @@ class Engine:
 
     def _targets(self, step_id: str, n: int) -> list:
         from concurrent.futures import CancelledError
-        from harness.grade.reader import ReaderClosed
+        from harness.run.grade.reader import ReaderClosed
         try:   # one reader thread owns every h5py handle (no lock left held at exit)
             return self.run.reader.get(step_id, n)
         except (CancelledError, ReaderClosed):
@@ -284,9 +285,9 @@ class Engine:
         run = self.run
         step = problem["sub_steps"][cand.index]
         if run.grading != "strict":
-            return assemble.verdict(outcome)
-        from harness import grade
-        from harness.grade.verifier import VerifierError
+            return candidate.verdict(outcome)
+        from harness.run import grade
+        from harness.run.grade.verifier import VerifierError
         try:
             return grade.grade(outcome, run.splits[cand.step_id], problem["required_dependencies"],
                                lambda: self._targets(cand.step_id, len(step["test_cases"])),
@@ -307,7 +308,7 @@ class Engine:
         # targets are named by the data file's hash and the step, so keys never copy large arrays
         tests = ([[sp.sandbox, sp.verifier] for sp in run.splits[cand.step_id]]
                  if run.grading == "strict" else step["test_cases"])   # what actually runs
-        key = make_key(code=assemble.program(problem["required_dependencies"], cand.chain, cand.code),
+        key = make_key(code=candidate.program(problem["required_dependencies"], cand.chain, cand.code),
                        tests=tests, targets=[run.test_data_id, cand.step_id],
                        image=run.backend.image, backend=run.backend.name, env=JOB_ENV,
                        runtime=run.backend.runtime,
@@ -318,11 +319,11 @@ class Engine:
         if rec is not None:
             return "rec", dict(rec, key=key)
         if run.grading == "strict":   # the sandbox gets the program and tests, never targets
-            job = assemble.build_job(cand, problem, None, run.limits,
+            job = candidate.build_job(cand, problem, None, run.limits,
                                      tests=grade_tests(run.splits[cand.step_id]))
         else:
             targets = self._targets(cand.step_id, len(step["test_cases"]))
-            job = assemble.build_job(cand, problem, targets, run.limits)
+            job = candidate.build_job(cand, problem, targets, run.limits)
             del targets  # only the encoded copy travels on
         for attempt in range(1 + INFRA_RETRIES):
             if attempt and not self._pause(INFRA_BACKOFF[min(attempt, len(INFRA_BACKOFF)) - 1]):
@@ -351,7 +352,7 @@ class Engine:
         graded = time.monotonic() - t0
         if status in ("pass", "fail"):   # the tests ran: a fair measure of the step's cost
             self.history.record(cand.step_id, outcome.duration)
-        rec = {"status": status, "tests": tests, "error": assemble.error_summary(outcome, tests),
+        rec = {"status": status, "tests": tests, "error": candidate.error_summary(outcome, tests),
                "exit_code": outcome.exit_code, "duration": round(outcome.duration, 3),
                "grade_seconds": round(graded, 3), "stdout_tail": outcome.stdout[-2000:],
                "stderr_tail": outcome.stderr[-2000:],
@@ -404,7 +405,7 @@ def run(args) -> int:
         _setup_logging(log_dir, args.quiet)
     except OSError as e:
         raise UserError(f"cannot write the log directory {log_dir}: {e}") from None
-    from harness.preflight import EndpointError, check_endpoint
+    from harness.run.preflight import EndpointError, check_endpoint
     try:
         asyncio.run(check_endpoint(run_.gen_cfg))
     except EndpointError as e:
@@ -449,13 +450,13 @@ def run(args) -> int:
 
 
 def grade_tests(splits) -> list[str]:
-    from harness import grade
+    from harness.run import grade
     return grade.sandbox_tests(splits)
 
 
 def start_grading(run_: Run) -> None:
     """Targets reader, and (strict) the verifier, started before any job."""
-    from harness.grade.reader import TargetReader
+    from harness.run.grade.reader import TargetReader
     run_.reader = TargetReader(run_.test_data)
     if run_.grading != "strict":
         msg = ("--grading inprocess: model code shares a process with targets and verdicts and can "
@@ -463,7 +464,7 @@ def start_grading(run_: Run) -> None:
         log.warning(msg)
         print(f"scicode_eval: warning: {msg}", file=sys.stderr)
         return
-    from harness.grade.verifier import Verifier, VerifierError
+    from harness.run.grade.verifier import Verifier, VerifierError
     run_.verifier = Verifier(run_.backend)
     try:
         run_.verifier.start()
@@ -485,7 +486,7 @@ def finish(run_: Run, seconds: float) -> int:
     sc = score.score(run_.problems, verdicts, args.n_samples)
     records = sorted(run_.records, key=lambda r: (r["sample"], _step_order(r["step_id"])))
     run_.out.mkdir(parents=True, exist_ok=True)
-    from harness import faultpoint
+    from harness.util import faultpoint
     faultpoint.point("report")
     report.write_records(run_.out / "records.jsonl", records)
     path = report.results_path(run_.out, args.model, args.with_background)
@@ -505,7 +506,7 @@ def finish(run_: Run, seconds: float) -> int:
         print(f"scicode_eval: {gen_errors} step(s) without a model answer after retries "
               f"(more than --max-gen-errors {args.max_gen_errors}); first: {first}", file=sys.stderr)
         return EXIT_GEN_ERRORS
-    from harness.cli_eval import parse_fail_under
+    from harness.cli.evaluate import parse_fail_under
     floors = parse_fail_under(args.fail_under)
     below = [k for k, v in floors.items() if (sc.steps if k == "steps" else sc.problems) < v]
     if below:
@@ -518,7 +519,7 @@ def grading_meta(run_: Run) -> dict:
     if run_.grading != "strict":
         return {"mode": "inprocess", "unsafe": True,
                 "note": "verdicts decided inside the candidate's process; model code can forge them"}
-    from harness import grade
+    from harness.run import grade
     return {"mode": "strict", "version": grade.GRADING_VERSION,
             "verifier_versions": run_.verifier.versions if run_.verifier else {},
             "tests": grade.counts(run_.splits)}

@@ -9,8 +9,8 @@ user-written problems) the targets can be made locally:
    value the assertion would compare against ``target``;
 2. ``build`` runs every step's gold code (all previous steps' gold code + this
    step's) with the rewritten tests in the sandbox, twice by default, decodes
-   the recorded values (``harness.codec``, never pickle), compares the runs and
-   writes the values with ``harness.h5targets.write_targets``;
+   the recorded values (``harness.sandbox.codec``, never pickle), compares the runs and
+   writes the values with ``harness.data.h5targets.write_targets``;
 3. ``check`` compares such a file with an official one.
 """
 from __future__ import annotations
@@ -29,13 +29,13 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
-from harness.schedule import History, PriorityPool
+from harness.run.schedule import History, PriorityPool
 
 RECORD = "__scicode_record__"
 TARGET = "target"
 PLACEHOLDER_TEST = "pass  # unsupported test case: nothing is recorded\n"
 # What a test without `target` gets in the file: an empty test group, which the
-# official reader (and harness.h5targets) reads back as an empty tuple.
+# official reader (and harness.data.h5targets) reads back as an empty tuple.
 NO_TARGET = ()
 
 # comparison functions whose two positional arguments are (EXPR, target) in either order
@@ -577,13 +577,13 @@ def load_problems(split: str = "dev", problems_path: Optional[Path] = None) -> l
     """The split's problems, or the problems of a SciCode-format JSONL file."""
     if problems_path is not None:
         return load_problem_file(Path(problems_path))
-    from harness import dataset
+    from harness.data import dataset
     return dataset.load_problems(split)
 
 
 def _prefilled(step_id: str) -> Optional[str]:
     try:
-        from harness.dataset import SKIPPED_STEPS, prefilled_code
+        from harness.data.dataset import SKIPPED_STEPS, prefilled_code
     except ImportError:
         return None
     if step_id in SKIPPED_STEPS:
@@ -602,7 +602,7 @@ def plan_steps(problems: Iterable[dict], skipped: Optional[list] = None) -> list
     Problems without any gold code are left out (so split "all" plans the dev part);
     a step with tests but no gold code in a problem that has some is an error.
     """
-    from harness import assemble
+    from harness.run import candidate
     problems = list(problems)
     with_gold = [p for p in problems if has_gold(p)]
     if problems and not with_gold:
@@ -624,7 +624,7 @@ def plan_steps(problems: Iterable[dict], skipped: Optional[list] = None) -> list
                 continue
             if not gold:
                 raise ValueError(f"step {sid} has no ground_truth_code (gold code is needed for targets)")
-            code = assemble.program(deps, prev, gold)  # the pipeline's order and joins
+            code = candidate.program(deps, prev, gold)  # the pipeline's order and joins
             prev.append(gold)
             rewrites = [rewrite_test(t, f"{sid} test{i + 1}") for i, t in enumerate(tests)]
             plans.append(StepPlan(sid, str(prob["problem_id"]), code, tests, rewrites))
@@ -639,7 +639,7 @@ def _tail(s: str, n: int = 300) -> str:
 def _interpret(plan: StepPlan, outcome) -> tuple[list, Optional[str]]:
     """(per test: ("ok", value) | ("ok", None) for no target | ("fail", message) |
     ("unsupported", None); a message when the whole step failed, else None)."""
-    from harness import codec
+    from harness.sandbox import codec
     n = len(plan.tests)
     rep = getattr(outcome, "report", None)
     if not rep:
@@ -834,7 +834,7 @@ def build(split: str = "dev", out: Optional[Path] = None, problems_path: Optiona
         _drop_unstorable(targets, report)
     report.targets = targets
     if out is not None:
-        from harness.h5targets import write_targets
+        from harness.data.h5targets import write_targets
         write_targets(Path(out), targets)
     report.duration = time.monotonic() - t0
     return report
@@ -857,7 +857,7 @@ def _describe_diff(a, b) -> str:
 
 def _drop_unstorable(targets: dict, report: BuildReport) -> None:
     """Steps whose values the h5 schema cannot hold unchanged are reported and left out."""
-    from harness.h5targets import write_targets
+    from harness.data.h5targets import write_targets
     with tempfile.TemporaryDirectory(prefix="scicode-targets-") as tmp:
         probe = Path(tmp) / "probe.h5"
         for sid in list(targets):
@@ -932,7 +932,7 @@ def list_steps(path: Path) -> dict[str, int]:
 def check(ours: Path, official: Path, steps: Optional[Iterable[str]] = None,
           rtol: float = 1e-5, atol: float = 1e-8) -> CheckReport:
     """Compare regenerated targets with an official file, per step and test (np.allclose-style)."""
-    from harness.h5targets import TargetsError, read_step_targets
+    from harness.data.h5targets import TargetsError, read_step_targets
     ours, official = Path(ours), Path(official)
     rep = CheckReport(ours=str(ours), official=str(official))
     a, b = list_steps(ours), list_steps(official)

@@ -26,7 +26,7 @@ def docker_client():
 @pytest.fixture(scope="session")
 def sandbox_image(docker_client):
     """The pinned sandbox image, built offline if missing."""
-    from harness import image
+    from harness.build import image
     found = image.find_image(docker_client)
     if found is None:
         image.build(offline=True)
@@ -38,7 +38,7 @@ def sandbox_image(docker_client):
 @pytest.fixture(scope="session")
 def dev_problems():
     """The verified dev split, pulled into the cache if missing."""
-    from harness import dataset
+    from harness.data import dataset
     try:
         return dataset.load_problems("dev")
     except dataset.DataError:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from harness import dataset as D
+from harness.data import dataset as D
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,7 @@ def test_github_source_with_a_mock_transport(cache, pulled, monkeypatch):
             return httpx.Response(404)
         return httpx.Response(200, content=(pulled / name).read_bytes())
 
-    import harness.testdata as T
+    import harness.data.testdata as T
     monkeypatch.setattr(T, "http_client", lambda **kw: httpx.Client(transport=httpx.MockTransport(handler)))
     msgs = []
     D.pull("github", progress=msgs.append)
@@ -241,7 +241,7 @@ def test_pip_failure_is_one_line(cache, monkeypatch):
 # ----------------------------------------------------------- CLI
 
 def _cli():
-    from harness.commands.data import app
+    from harness.cli.commands.data import app
     return app
 
 
@@ -272,6 +272,6 @@ def test_cli_pull_from_dir_and_bad_args(cache, pulled, tmp_path):
 
 
 def test_cli_is_mounted():
-    from harness.cli import app
+    from harness.cli.admin import app
     r = CliRunner().invoke(app, ["data", "--help"])
     assert r.exit_code == 0 and "pull-test-data" in r.output

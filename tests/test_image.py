@@ -1,6 +1,6 @@
 """The pinned sandbox image: lock, labels, contents, and the label check.
 
-Docker tests build the image through harness.image.build(offline=True) when it is
+Docker tests build the image through harness.build.image.build(offline=True) when it is
 missing or stale, so they work on a clean machine with an engine (and debootstrap).
 """
 import hashlib
@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from harness import image
-from harness.image import ImageError
+from harness.build import image
+from harness.build.image import ImageError
 
 TOP_LEVEL = ("numpy", "scipy", "sympy", "mpmath", "h5py", "matplotlib")
 
@@ -180,7 +180,7 @@ def test_check_image_refuses_mismatching_lock_unless_explicit(client, built):
 def test_cli_info_json(built):
     from typer.testing import CliRunner
 
-    from harness.commands.image import app
+    from harness.cli.commands.image import app
 
     result = CliRunner().invoke(app, ["info", "--json"])
     assert result.exit_code == 0, result.output
@@ -191,7 +191,7 @@ def test_cli_info_json(built):
 def test_cli_info_missing_image_is_one_line_error():
     from typer.testing import CliRunner
 
-    from harness.commands.image import app
+    from harness.cli.commands.image import app
 
     result = CliRunner().invoke(app, ["info", "--image", "scicode-sandbox-test:nope"])
     assert result.exit_code == 1
@@ -250,7 +250,7 @@ def test_build_path_end_to_end_with_a_mini_lock(client, built, tmp_path, monkeyp
 
 
 def test_a_new_wheelhouse_replaces_the_outdated_ones(tmp_path):
-    from harness.paths import prune_siblings
+    from harness.util.paths import prune_siblings
     for name in ("old1", "old2", "new", ".staging-x"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "a.whl").write_text("x")

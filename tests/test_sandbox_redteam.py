@@ -701,7 +701,7 @@ def test_sweep_removes_containers_of_dead_runs(docker_client, sandbox_image, run
 
 @pytest.mark.docker
 def test_tests_mode_through_docker(docker_backend):
-    from harness import codec
+    from harness.sandbox import codec
     import numpy as np
     job = Job(code="import numpy as np\nfrom scipy import integrate\ndef f(n):\n    return np.arange(n)",
               tests=["from scicode.compare.cmp import cmp_tuple_or_list\n"
@@ -722,7 +722,7 @@ def test_sandbox_run_cli_json(tmp_path, sandbox_image):
     prog = tmp_path / "p.py"
     prog.write_text("import numpy as np\nprint(np.arange(3).sum())\n")
     for backend in ("docker", "process"):
-        p = subprocess.run([sys.executable, "-m", "harness.cli", "sandbox", "run", str(prog),
+        p = subprocess.run([sys.executable, "-m", "harness.cli.admin", "sandbox", "run", str(prog),
                             "--backend", backend, "--timeout", "20", "--memory", "512m", "--json"],
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr

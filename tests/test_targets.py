@@ -254,7 +254,7 @@ def small_file(tmp_path):
 
 
 def test_build_small_problems(small_file, tmp_path):
-    from harness import h5targets
+    from harness.data import h5targets
     out = tmp_path / "small.h5"
     be = LocalRunner(workers=2)
     lines = []
@@ -345,8 +345,8 @@ def test_gold_code_missing_is_an_error(tmp_path):
 
 def test_cli_build_with_user_problems(tmp_path, monkeypatch):
     from typer.testing import CliRunner
-    from harness import h5targets
-    from harness.commands import targets as cmd
+    from harness.data import h5targets
+    from harness.cli.commands import targets as cmd
     from harness.sandbox import select
     probs = tmp_path / "mine.jsonl"
     probs.write_text(json.dumps(_problem("806", [("def sq(x):\n    return np.asarray(x) ** 2",
@@ -382,7 +382,7 @@ ROUND_TRIP = {
 
 
 def test_targets_round_trip(tmp_path):
-    from harness import h5targets
+    from harness.data import h5targets
     path = tmp_path / "rt.h5"
     h5targets.write_targets(path, ROUND_TRIP)
     back = h5targets.read_targets(path, {k: len(v) for k, v in ROUND_TRIP.items()})
@@ -393,7 +393,7 @@ def test_targets_round_trip(tmp_path):
 
 
 def test_check_against_official(tmp_path):
-    from harness import h5targets
+    from harness.data import h5targets
     ours, official = tmp_path / "ours.h5", tmp_path / "official.h5"
     h5targets.write_targets(ours, {"1.1": [np.array([1.0, 2.0]), 3], "1.2": [True, ()],
                                    "1.3": [1.0, 2.0], "9.1": [1.0]})
@@ -421,8 +421,8 @@ def test_check_against_official(tmp_path):
 
 def test_cli_check_and_build_help(tmp_path):
     from typer.testing import CliRunner
-    from harness import h5targets
-    from harness.commands.targets import app
+    from harness.data import h5targets
+    from harness.cli.commands.targets import app
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
     h5targets.write_targets(a, {"1.1": [1.0]})
     h5targets.write_targets(b, {"1.1": [1.0], "1.2": [2.0]})
@@ -455,7 +455,7 @@ def dev_build(dev_problems, sandbox_image, tmp_path_factory):
 
 @pytest.mark.docker
 def test_build_dev_targets_in_docker(dev_problems, dev_build):
-    from harness import dataset, h5targets
+    from harness.data import dataset, h5targets
     rep, out = dev_build
     assert rep.steps == 50 and rep.tests == 167 and not rep.unsupported
     assert rep.tests_with_target == 161 and rep.tests_without_target == 6
@@ -480,7 +480,8 @@ def test_dev_targets_pass_gold_and_fail_wrong_answers(dev_problems, dev_build):
     `wrong` answers (gold earlier steps, this step perturbed) 0/50."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from harness import assemble, h5targets, prompts
+    from harness.run import candidate, prompts
+    from harness.data import h5targets
     from harness.reference import StepIndex, answer_for
     from harness.sandbox import Limits
     from harness.sandbox.select import get_backend
@@ -495,13 +496,13 @@ def test_dev_targets_pass_gold_and_fail_wrong_answers(dev_problems, dev_build):
             tg = h5targets.read_step_targets(out, sid, len(step["test_cases"]))
             for mode in ("gold", "wrong"):
                 code = prompts.extract_code(answer_for(index.by_id[sid], mode))
-                cand = assemble.Candidate(prob["problem_id"], sid, i, 0, code, list(chain))
-                cands.append((mode, sid, assemble.build_job(cand, prob, tg, limits)))
+                cand = candidate.Candidate(prob["problem_id"], sid, i, 0, code, list(chain))
+                cands.append((mode, sid, candidate.build_job(cand, prob, tg, limits)))
             chain.append(prompts.extract_code(answer_for(index.by_id[sid], "gold")))
     with get_backend("docker", workers=2, limits=limits) as be:
         with ThreadPoolExecutor(2) as pool:
             outcomes = list(pool.map(lambda c: be.run(c[2]), cands))
-    verdicts = {(mode, sid): assemble.verdict(o)[0] for (mode, sid, _), o in zip(cands, outcomes)}
+    verdicts = {(mode, sid): candidate.verdict(o)[0] for (mode, sid, _), o in zip(cands, outcomes)}
     gold_bad = {sid: v for (m, sid), v in verdicts.items() if m == "gold" and v != "pass"}
     wrong_pass = [sid for (m, sid), v in verdicts.items() if m == "wrong" and v == "pass"]
     assert not gold_bad, gold_bad

@@ -45,7 +45,7 @@ class Limits:
 class Job:
     code: str                                  # program text, executed as __main__
     tests: Optional[list[str]] = None          # SciCode test snippets; None = plain script
-    targets: Optional[list[Any]] = None        # harness.codec-encoded values, one per test
+    targets: Optional[list[Any]] = None        # harness.sandbox.codec-encoded values, one per test
     record: bool = False                       # collect values passed to __scicode_record__
     limits: Limits = field(default_factory=Limits)
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])

@@ -44,7 +44,7 @@ import uuid
 from typing import Optional
 
 from harness.sandbox import JOB_ENV, Backend, Job, Limits, Outcome, SandboxUnavailable
-from harness import faultpoint
+from harness.util import faultpoint
 from harness.sandbox import cleanup, runtime as rt
 from harness.sandbox.docker_pool import (WarmPool, _Demux, _Reaper, _Slot, _close_sock,
                                          _limits_key, _short)
@@ -130,7 +130,7 @@ class DockerBackend(Backend):
 
     def _resolve_image(self, image: Optional[str], explicit: bool):
         try:
-            from harness import image as himage
+            from harness.build import image as himage
         except Exception:  # image module unavailable: plain lookup
             himage = None
         docker = _docker()

@@ -1,7 +1,7 @@
-"""`scicode-harness`: admin commands. Each group lives in harness/commands/<group>.py."""
+"""`scicode-harness`: admin commands. Each group lives in harness/cli/commands/<group>.py."""
 import typer
 
-from harness.commands import data, doctor, image, reference, sandbox, selftest, targets
+from harness.cli.commands import data, doctor, image, reference, sandbox, selftest, targets
 
 app = typer.Typer(help="SciCode harness admin: data, image, sandbox, targets, reference endpoint, doctor, sweep.",
                   no_args_is_help=True, add_completion=False)

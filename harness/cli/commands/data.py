@@ -26,7 +26,7 @@ def pull_cmd(
     force: Annotated[bool, typer.Option("--force", help="fetch again even if the cache verifies")] = False,
 ):
     """Fetch the problems, templates and prefilled steps; verify every sha256; cache them."""
-    from harness import dataset
+    from harness.data import dataset
     if from_ is not None and source != "pypi":
         _fail("pull", "--from and --source are exclusive")
     if source not in ("pypi", "github"):
@@ -42,7 +42,7 @@ def pull_cmd(
 @app.command("verify")
 def verify_cmd():
     """Re-hash every cached file against its pinned sha256 (exit 1 if any is missing or bad)."""
-    from harness import dataset
+    from harness.data import dataset
     report = dataset.verify_report()
     for name, ok, _ in report:
         typer.echo(f"{'ok' if ok else 'BAD':4} {name}")
@@ -61,7 +61,7 @@ def path_cmd(
 ):
     """Print the dataset's cache directory (exit 1 if it does not verify)."""
     if test_data:
-        from harness import testdata
+        from harness.data import testdata
         try:
             p = testdata.resolve_test_data(None)
         except testdata.TestDataError as e:
@@ -70,7 +70,7 @@ def path_cmd(
             _fail("path", f"test_data.h5 not found: run `{testdata.PULL_HINT}` or set ${testdata.ENV_TEST_DATA}")
         typer.echo(str(p))
         return
-    from harness import dataset
+    from harness.data import dataset
     try:
         typer.echo(str(dataset.data_dir(require=True)))
     except dataset.DataError as e:
@@ -85,7 +85,7 @@ def pull_test_data_cmd(
     force: Annotated[bool, typer.Option("--force", help="download again even if the file verifies")] = False,
 ):
     """Download test_data.h5 (resumable) and verify its pinned sha256."""
-    from harness import testdata
+    from harness.data import testdata
     try:
         p = testdata.pull_test_data(dest=dest, urls=url or None, progress=typer.echo, force=force)
     except testdata.TestDataError as e:

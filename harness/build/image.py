@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Callable
 
 import harness
-from harness.paths import cache_dir, prune_siblings
-from harness.dataset import sha256_file
+from harness.util.paths import cache_dir, prune_siblings
+from harness.data.dataset import sha256_file
 
 IMAGE_DIR = Path(os.environ.get("SCICODE_HARNESS_IMAGE_DIR")
-                 or Path(__file__).resolve().parent.parent / "sandbox_image")
+                 or Path(__file__).resolve().parents[2] / "sandbox_image")
 LOCK_PATH = IMAGE_DIR / "requirements.lock"
 DOCKERFILE_PATH = IMAGE_DIR / "Dockerfile"
 

@@ -5,8 +5,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness.paths import write_text_atomic
-from harness.score import Scores, stderr
+from harness.util.paths import write_text_atomic
+from harness.run.score import Scores, stderr
 
 
 def model_short(model: str) -> str:

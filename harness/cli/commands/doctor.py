@@ -19,7 +19,7 @@ def _runtimes() -> None:
     """One line per OCI runtime: registered or not, and a one-line probe in each."""
     try:
         import docker
-        from harness import image
+        from harness.build import image
         from harness.sandbox import runtime as rt
         client = docker.from_env()
         rts, default = rt.registered(client)
@@ -59,21 +59,21 @@ def doctor():
 
     def img():
         import docker
-        from harness import image
+        from harness.build import image
         found = image.find_image(docker.from_env())
         if found is None:
             raise RuntimeError("not built: run `scicode-harness image build`")
         return f"{found.tags[0] if found.tags else found.id[:19]} (lock {image.lock_digest()[:12]})"
 
     def data():
-        from harness import dataset
+        from harness.data import dataset
         bad = [n for n, ok in dataset.verify() if not ok]
         if bad:
             raise RuntimeError(f"failed verification: {', '.join(bad)}; run `scicode-harness data pull --force`")
         return str(dataset.data_dir())
 
     def test_data():
-        from harness import testdata
+        from harness.data import testdata
         p = testdata.resolve_test_data(None)
         if p is None:
             raise RuntimeError("test_data.h5 not found (needed for the test split): "
@@ -81,7 +81,7 @@ def doctor():
         return str(p)
 
     def dev_targets():
-        from harness.paths import targets_path
+        from harness.util.paths import targets_path
         p = targets_path("dev")
         if not p.is_file():
             raise RuntimeError("not built: `scicode-harness targets build --split dev` (make run does it)")

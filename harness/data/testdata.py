@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from harness.paths import cache_dir
-from harness.dataset import sha256_file
+from harness.util.paths import cache_dir
+from harness.data.dataset import sha256_file
 
 TEST_DATA_NAME = "test_data.h5"
 TEST_DATA_SHA256 = "48b0272a88b17dbd29777c217e1b4fb2b019b92e11cc2add847409db9541b890"

@@ -4,7 +4,7 @@
     program + tests' sandbox halves  --values-->  tests' verifier halves + targets
     never sees target, decides nothing            never runs model code
 
-`plan` splits a step's tests once (harness.grade.split); `grade` turns a sandbox Outcome
+`plan` splits a step's tests once (harness.run.grade.split); `grade` turns a sandbox Outcome
 plus the verifier's answers into a step verdict. A test that cannot be split is never
 run in the sandbox and fails with the reason (none of SciCode's 1,082 tests is such).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from harness.grade.split import Split, split_test
+from harness.run.grade.split import Split, split_test
 
 GRADING_VERSION = "strict-1"
 UNSUPPORTED_TEST = "pass  # this test cannot be graded outside the sandbox\n"
@@ -62,7 +62,7 @@ def grade(outcome, splits: list[Split], deps: str, targets: Callable[[], list],
 
 
 def _encode_target(value):
-    from harness import codec
+    from harness.sandbox import codec
     return codec.encode(value)
 
 

@@ -12,7 +12,7 @@ from typing import Optional
 
 import httpx
 
-from harness.generate import (RETRY_STATUSES, GenConfig, _describe, _headers, _one_line,
+from harness.run.generate import (RETRY_STATUSES, GenConfig, _describe, _headers, _one_line,
                               _parse_completion, _Retryable, ssl_verify)
 
 

@@ -29,7 +29,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from harness.paths import cache_dir
+from harness.util.paths import cache_dir
 
 WHEEL_REQUIREMENT = "nvidia-scicode==26.3"
 WHEEL_SHA256 = "c4b277f7bf4d7f8a5d41ff2cb64394238a01d4ef80b69985098539b95ac668bd"
@@ -363,7 +363,7 @@ def _files_from_pypi(progress) -> dict[str, bytes]:
 def _files_from_github(progress, client=None, commit: str = GITHUB_COMMIT) -> dict[str, bytes]:
     import httpx
 
-    from harness.testdata import http_client
+    from harness.data.testdata import http_client
 
     own = client is None
     client = client or http_client(timeout=60.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from harness import codec
+from harness.sandbox import codec
 from harness.sandbox import Job, Limits
 
 

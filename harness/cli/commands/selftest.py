@@ -30,8 +30,8 @@ def selftest(
     targets: Optional[Path] = typer.Option(None, help="dev targets (default: build them if missing)"),
 ):
     """Run the dev split (50 steps, 15 problems) with gold answers; expect 1.0 / 1.0."""
-    from harness import dataset
-    from harness.paths import targets_path
+    from harness.data import dataset
+    from harness.util.paths import targets_path
     from harness.reference import make_server
 
     try:

@@ -27,7 +27,8 @@ class TargetReader:
         self.thread.start()
 
     def _loop(self) -> None:
-        from harness import faultpoint, h5targets
+        from harness.util import faultpoint
+        from harness.data import h5targets
         f = None
         try:
             while True:

@@ -32,7 +32,7 @@ def build_cmd(
     from harness.sandbox import Limits, SandboxUnavailable
 
     if out is None:
-        from harness.paths import targets_path
+        from harness.util.paths import targets_path
         out = targets_path(problems.stem if problems else split)
     if runs < 1:
         typer.echo("targets build: --runs must be >= 1", err=True)

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, Optional
 
-from harness import paths
+from harness.util import paths
 
 UNKNOWN = 2.0      # seconds assumed for a step never seen: above a light step (~0.5 s)
 FILE = "step_seconds.json"

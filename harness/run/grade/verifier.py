@@ -15,13 +15,14 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).resolve().parent
+_SANDBOX = _HERE.parents[1] / "sandbox"   # the in-sandbox sources it embeds
 CHECK_TIMEOUT = 300.0      # seconds for one candidate's checks (large values, slow comparisons)
 START_TIMEOUT = 120.0
 
 
 def _source() -> str:
-    codec_src = (_HERE.parent / "codec.py").read_text()
-    cmp_src = (_HERE.parent / "sandbox" / "shim_cmp.py").read_text()
+    codec_src = (_SANDBOX / "codec.py").read_text()
+    cmp_src = (_SANDBOX / "shim_cmp.py").read_text()
     main_src = (_HERE / "verifier_main.py").read_text()
     return (f"_CODEC_SRC = {codec_src!r}\n_CMP_SRC = {cmp_src!r}\n__name__ = '__main__'\n"
             + main_src)

@@ -23,7 +23,7 @@ def build_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print the image id."),
 ):
     """Build (or reuse) the sandbox image for sandbox_image/requirements.lock."""
-    from harness import image
+    from harness.build import image
 
     def progress(line: str) -> None:
         if not quiet:
@@ -45,7 +45,7 @@ def info_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the full description as JSON."),
 ):
     """Show the image's id, labels and installed package versions."""
-    from harness import image
+    from harness.build import image
 
     try:
         data = image.info(ref)

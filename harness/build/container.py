@@ -1,17 +1,17 @@
 """The harness container (`make container`): a NeMo Evaluator-compatible image.
 
-    python -m harness.container [--force] [--base-image NAME] [--with-test-data]
+    python -m harness.build.container [--force] [--base-image NAME] [--with-test-data]
 
 The top-level ``Dockerfile`` is built from a small temporary context that this
 module assembles; the repository itself is never the context, so ``.venv``,
 caches and results cannot leak in:
 
 1. base: offline (default), the debootstrapped Debian bookworm shared with the
-   sandbox image (:func:`harness.image.ensure_base`, ``scicode-base:bookworm-py311``);
+   sandbox image (:func:`harness.build.image.ensure_base`, ``scicode-base:bookworm-py311``);
    ``--base-image NAME`` uses a registry image such as ``python:3.11-slim-bookworm``;
 2. project wheel: ``pip wheel --no-deps`` of a clean copy of the sources
    (pyproject.toml, README.md, harness/, core_evals/);
-3. wheels: the sandbox image's hash-pinned wheelhouse (:func:`harness.image.ensure_wheelhouse`,
+3. wheels: the sandbox image's hash-pinned wheelhouse (:func:`harness.build.image.ensure_wheelhouse`,
    installed first with ``--require-hashes``, so numpy/scipy/sympy/h5py/matplotlib
    in the harness venv are exactly the sandbox's and ``sandbox=process`` inside the
    container computes like the Docker sandbox), plus ``pip download`` of the
@@ -47,10 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness.paths import cache_dir, prune_siblings
-from harness.dataset import sha256_file
+from harness.util.paths import cache_dir, prune_siblings
+from harness.data.dataset import sha256_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 README = ROOT / "container" / "README.md"
 FRAMEWORK = ROOT / "core_evals" / "scicode" / "framework.yml"
@@ -70,7 +70,7 @@ METADATA_PREFIX = "opt/metadata/"
 METADATA_LAYER_LIMIT = 100 * 1024   # nemo-evaluator-launcher only reads layers smaller than this
 TASKS = ("scicode", "scicode_background", "scicode_aa_v2", "aa_scicode")
 
-from harness.image import PIP_PLATFORM_ARGS  # noqa: E402  (wheels for the image's CPython 3.11)
+from harness.build.image import PIP_PLATFORM_ARGS  # noqa: E402  (wheels for the image's CPython 3.11)
 
 Progress = Callable[[str], None]
 
@@ -172,7 +172,7 @@ def wheel_version(wheel: Path) -> str:
 
 
 def _wheelhouse_key() -> str:
-    from harness import image
+    from harness.build import image
     h = hashlib.sha256()
     h.update((ROOT / "pyproject.toml").read_bytes())
     h.update(image.lock_digest().encode())
@@ -211,7 +211,7 @@ def ensure_wheelhouse(project_wheel: Path | None, progress: Progress = print) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     try:
-        from harness import image
+        from harness.build import image
         constraints = staging / "constraints.txt"   # the sandbox lock's versions, without hashes
         constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(image.lock_versions().items())))
         _run(_pip() + ["download", "--disable-pip-version-check", "--progress-bar", "off", "-q",
@@ -239,7 +239,7 @@ def ensure_wheelhouse(project_wheel: Path | None, progress: Progress = print) ->
 
 def dataset_files(progress: Progress = print) -> dict[str, Path]:
     """{name: verified path} of the SciCode files in the harness cache (pulled when missing)."""
-    from harness import dataset
+    from harness.data import dataset
     try:
         directory = dataset.data_dir(require=True)
     except dataset.DataError:
@@ -266,7 +266,7 @@ def dataset_files(progress: Progress = print) -> dict[str, Path]:
 
 def test_data_file(progress: Progress = print) -> Path:
     """The verified cached test_data.h5 (downloaded when missing)."""
-    from harness import testdata
+    from harness.data import testdata
     p = testdata.default_path()
     try:
         if p.is_file():
@@ -281,7 +281,7 @@ def test_data_file(progress: Progress = print) -> Path:
 # ---------------------------------------------------------------- docker
 
 def docker_client(timeout: int = 900):
-    from harness import image
+    from harness.build import image
     try:
         return image.docker_client(timeout=timeout)
     except image.ImageError as e:
@@ -314,12 +314,12 @@ def _flock(path: Path):
 
 def ensure_base(client, base_image: str | None, progress: Progress) -> tuple[str, str]:
     """(FROM reference, identity for the inputs digest). Offline: the shared debootstrap
-    base from harness.image; otherwise the named registry image (pulled by the daemon)."""
+    base from harness.build.image; otherwise the named registry image (pulled by the daemon)."""
     if base_image:
         img = _get(client, base_image)
         return base_image, (img.id if img is not None else base_image)
-    from harness import image
-    # harness.image serialises its own builds with this lock; take it so two processes
+    from harness.build import image
+    # harness.build.image serialises its own builds with this lock; take it so two processes
     # never debootstrap the shared base at the same time.
     lock = getattr(image, "_build_lock", None)
     with (lock() if lock else contextlib.nullcontext()):
@@ -333,7 +333,7 @@ def ensure_base(client, base_image: str | None, progress: Progress) -> tuple[str
 def inputs_digest(*, base_id: str, deps_manifest: dict[str, str], data: dict[str, Path],
                   test_data: Path | None) -> str:
     """sha256 over everything the image is made of."""
-    from harness import dataset, testdata
+    from harness.data import dataset, testdata
     parts = {
         "dockerfile": _sha256_file(DOCKERFILE),
         "readme": _sha256_file(README),
@@ -362,8 +362,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def sandbox_wheelhouse(progress: Progress = print) -> Path:
-    """The sandbox image's hash-checked wheelhouse (downloaded by harness.image when missing)."""
-    from harness import image
+    """The sandbox image's hash-checked wheelhouse (downloaded by harness.build.image when missing)."""
+    from harness.build import image
     lock = getattr(image, "_build_lock", None)   # shared with `scicode-harness image build`
     with (lock() if lock else contextlib.nullcontext()):
         try:
@@ -588,7 +588,7 @@ def build(force: bool = False, base_image: str | None = None, with_test_data: bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.container",
+    ap = argparse.ArgumentParser(prog="python -m harness.build.container",
                                  description="Build the NeMo Evaluator-compatible harness container "
                                              f"({LATEST}) offline.")
     ap.add_argument("--force", action="store_true", help="rebuild even if an image with the same inputs exists")
