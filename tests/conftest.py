@@ -27,10 +27,11 @@ def docker_client():
 def sandbox_image(docker_client):
     """The pinned sandbox image, built offline if missing."""
     from harness.build import image
-    found = image.find_image(docker_client)
+    from harness.sandbox.image_lookup import find_image
+    found = find_image(docker_client)
     if found is None:
         image.build(offline=True)
-        found = image.find_image(docker_client)
+        found = find_image(docker_client)
     assert found is not None, "sandbox image missing after build"
     return found
 

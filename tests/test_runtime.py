@@ -50,7 +50,7 @@ def test_doctor_without_runsc_prints_the_snippet(monkeypatch):
         id = "sha256:x"
         tags = ["scicode-sandbox:x"]
     monkeypatch.setattr(docker, "from_env", lambda **k: object())
-    monkeypatch.setattr("harness.build.image.find_image", lambda client: Img())
+    monkeypatch.setattr("harness.sandbox.image_lookup.find_image", lambda client: Img())
     from harness.cli.commands import doctor
     lines = []
     monkeypatch.setattr(doctor.typer, "echo", lambda s="", **k: lines.append(s))

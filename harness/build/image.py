@@ -34,20 +34,17 @@ from typing import Callable
 import harness
 from harness.util.paths import cache_dir, prune_siblings
 from harness.data.dataset import sha256_file
+from harness.sandbox.image_lookup import (IMAGE_DIR, LABEL_LOCK, LOCK_PATH, REPOSITORY, ImageError, _get,
+                                          _labels, default_tag, lock_digest)
 
-IMAGE_DIR = Path(os.environ.get("SCICODE_HARNESS_IMAGE_DIR")
-                 or Path(__file__).resolve().parents[2] / "sandbox_image")
-LOCK_PATH = IMAGE_DIR / "requirements.lock"
 DOCKERFILE_PATH = IMAGE_DIR / "Dockerfile"
 
-REPOSITORY = "scicode-sandbox"
 LATEST = f"{REPOSITORY}:latest"
 BASE_REPOSITORY = "scicode-base"
 BASE_TAG_NAME = "bookworm-py311"
 BASE_TAG = f"{BASE_REPOSITORY}:{BASE_TAG_NAME}"
 ONLINE_BASE = "python:3.11-slim-bookworm"
 
-LABEL_LOCK = "org.scicode-harness.lock-digest"
 LABEL_VERSION = "org.scicode-harness.version"
 LABEL_RECIPE = "org.scicode-harness.recipe-digest"
 LABEL_BASE = "org.scicode-harness.base"
@@ -92,23 +89,10 @@ VERSIONS_SOURCE = (
 Progress = Callable[[str], None]
 
 
-class ImageError(RuntimeError):
-    """A sandbox-image operation failed; str(e) is one line meant for the user."""
-
-
 # ---------------------------------------------------------------- lock
 
 def _canon(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def lock_digest(path: Path | str | None = None) -> str:
-    """sha256 (hex) of requirements.lock: the image's identity label."""
-    p = Path(path) if path else LOCK_PATH
-    try:
-        return hashlib.sha256(p.read_bytes()).hexdigest()
-    except OSError as e:
-        raise ImageError(f"cannot read the lock file {p}: {e.strerror or e}") from None
 
 
 def recipe_digest() -> str:
@@ -121,11 +105,6 @@ def recipe_digest() -> str:
             raise ImageError(f"cannot read {p}: {e.strerror or e}") from None
         h.update(p.name.encode() + b"\0" + data + b"\0")
     return h.hexdigest()
-
-
-def default_tag() -> str:
-    """``scicode-sandbox:<first 12 hex of the lock digest>``."""
-    return f"{REPOSITORY}:{lock_digest()[:12]}"
 
 
 def parse_lock(path: Path | str | None = None) -> dict[str, tuple[str, frozenset[str]]]:
@@ -178,48 +157,6 @@ def docker_client(timeout: int = 120):
         raise ImageError(f"cannot reach the Docker engine ({msg[:200]}); "
                          "start one with scripts/ensure-docker.sh or set DOCKER_HOST") from None
     return client
-
-
-def _get(client, ref):
-    from docker.errors import ImageNotFound, NotFound
-    try:
-        return client.images.get(ref)
-    except (ImageNotFound, NotFound):
-        return None
-
-
-def find_image(client, tag: str | None = None):
-    """The image for ``tag`` (default: this lock's tag, else any image labelled
-    with this lock's digest), or None."""
-    if tag:
-        return _get(client, tag)
-    img = _get(client, default_tag())
-    if img is not None:
-        return img
-    found = client.images.list(filters={"label": f"{LABEL_LOCK}={lock_digest()}"})
-    return found[0] if found else None
-
-
-def _labels(image) -> dict:
-    return (image.attrs.get("Config") or {}).get("Labels") or {}
-
-
-def check_image(client, ref: str, explicit: bool):
-    """Return the image ``ref``; raise ImageError when it is missing, or when its
-    lock-digest label differs from :func:`lock_digest` unless ``explicit`` (the
-    user named the image on purpose, e.g. ``--sandbox-image``)."""
-    img = _get(client, ref)
-    if img is None:
-        hint = "" if explicit else "; build it with `scicode-harness image build`"
-        raise ImageError(f"sandbox image {ref} not found{hint}")
-    want = lock_digest()
-    have = _labels(img).get(LABEL_LOCK)
-    if have != want and not explicit:
-        shown = have[:12] if have else "missing"
-        raise ImageError(
-            f"sandbox image {ref} was built from a different lock (lock-digest {shown}, "
-            f"expected {want[:12]}); run `scicode-harness image build` or pass --sandbox-image to use it anyway")
-    return img
 
 
 # ---------------------------------------------------------------- helpers

@@ -45,7 +45,7 @@ from typing import Optional
 
 from harness.sandbox import JOB_ENV, Backend, Job, Limits, Outcome, SandboxUnavailable
 from harness.util import faultpoint
-from harness.sandbox import cleanup, runtime as rt
+from harness.sandbox import cleanup, image_lookup, runtime as rt
 from harness.sandbox.docker_pool import (WarmPool, _Demux, _Reaper, _Slot, _close_sock,
                                          _limits_key, _short)
 from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, new_marker,
@@ -53,7 +53,6 @@ from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, ne
 
 log = logging.getLogger(__name__)
 
-FALLBACK_IMAGE = "scicode-sandbox:latest"
 FALLBACK_PATH = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NONROOT_USER = "65534:65534"
 ENV = dict(JOB_ENV, HOME="/tmp")
@@ -129,28 +128,20 @@ class DockerBackend(Backend):
         return _docker().from_env(timeout=30)
 
     def _resolve_image(self, image: Optional[str], explicit: bool):
-        try:
-            from harness.build import image as himage
-        except Exception:  # image module unavailable: plain lookup
-            himage = None
         docker = _docker()
         try:
-            if himage is not None:
-                try:
-                    if image:
-                        img = himage.check_image(self.client, image, explicit)
-                    else:
-                        img = himage.find_image(self.client)
-                        if img is None:
-                            raise SandboxUnavailable(
-                                f"sandbox image {himage.default_tag()} not found: build it with "
-                                "`scicode-harness image build` (or pass --sandbox process)")
-                except himage.ImageError as exc:
-                    raise SandboxUnavailable(str(exc)) from None
+            if image:
+                img = image_lookup.check_image(self.client, image, explicit)
             else:
-                img = self.client.images.get(image or FALLBACK_IMAGE)
+                img = image_lookup.find_image(self.client)
+                if img is None:
+                    raise SandboxUnavailable(
+                        f"sandbox image {image_lookup.default_tag()} not found: build it with "
+                        "`scicode-harness image build` (or pass --sandbox process)")
+        except image_lookup.ImageError as exc:
+            raise SandboxUnavailable(str(exc)) from None
         except docker.errors.ImageNotFound:
-            raise SandboxUnavailable(f"sandbox image {image or FALLBACK_IMAGE} not found: build it "
+            raise SandboxUnavailable(f"sandbox image {image} not found: build it "
                                      "with `scicode-harness image build`") from None
         except docker.errors.APIError as exc:
             raise SandboxUnavailable(f"cannot inspect sandbox image: {_short(exc)}") from None

@@ -19,7 +19,7 @@ def _runtimes() -> None:
     """One line per OCI runtime: registered or not, and a one-line probe in each."""
     try:
         import docker
-        from harness.build import image
+        from harness.sandbox import image_lookup as image
         from harness.sandbox import runtime as rt
         client = docker.from_env()
         rts, default = rt.registered(client)
@@ -59,7 +59,7 @@ def doctor():
 
     def img():
         import docker
-        from harness.build import image
+        from harness.sandbox import image_lookup as image
         found = image.find_image(docker.from_env())
         if found is None:
             raise RuntimeError("not built: run `scicode-harness image build`")
