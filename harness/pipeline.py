@@ -484,7 +484,7 @@ def finish(run_: Run, seconds: float) -> int:
     args = run_.args
     verdicts = {(r["sample"], r["step_id"]): r["status"] for r in run_.records}
     sc = score.score(run_.problems, verdicts, args.n_samples)
-    records = sorted(run_.records, key=lambda r: (r["sample"], _step_order(r["step_id"])))
+    records = sorted(run_.records, key=lambda r: (r["sample"], dataset.step_key(r["step_id"])))
     run_.out.mkdir(parents=True, exist_ok=True)
     from harness.util import faultpoint
     faultpoint.point("report")
@@ -523,8 +523,3 @@ def grading_meta(run_: Run) -> dict:
     return {"mode": "strict", "version": grade.GRADING_VERSION,
             "verifier_versions": run_.verifier.versions if run_.verifier else {},
             "tests": grade.counts(run_.splits)}
-
-
-def _step_order(step_id: str) -> tuple:
-    pid, _, n = step_id.partition(".")
-    return (int(pid) if pid.isdigit() else pid, int(n) if n.isdigit() else n)

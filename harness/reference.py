@@ -308,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def load_index(split: str = "dev", problems_path: Optional[Path] = None) -> StepIndex:
-    from harness.targets import load_problems
+    from harness.targets.build import load_problems
     problems = load_problems(split, problems_path)
     index = StepIndex(problems)
     if not len(index):

@@ -359,7 +359,7 @@ def test_launcher_local_executor_scores_gold_dev(launcher_bin, harness_image, sa
     from harness.util.paths import targets_path
     dev_h5 = targets_path("dev")
     if not dev_h5.is_file():
-        from harness.targets import build
+        from harness.targets.build import build
         assert build(split="dev", out=dev_h5, backend="docker", progress=None).ok
 
     server = make_server("127.0.0.1", 0, mode="gold", split="dev")

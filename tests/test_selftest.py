@@ -20,7 +20,7 @@ def dev_targets(sandbox_image):
     from harness.util.paths import targets_path
     path = targets_path("dev")
     if not path.is_file():
-        from harness.targets import build
+        from harness.targets.build import build
         rep = build(split="dev", out=path, backend="docker", progress=None)
         assert rep.ok, rep.summary()
     return path

@@ -235,6 +235,11 @@ def load_problems(split: str = "test") -> list[dict]:
     return problems
 
 
+def step_key(step_id: str) -> list:
+    """Sort key for step ids ("13.6" < "13.10" < "14.1"); names that are not numbers sort after numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in step_id.split(".")]
+
+
 def step_ids(problems: Iterable[dict]) -> list[str]:
     """Every step id (e.g. "13.6") of the problems, in order."""
     return [s["step_number"] for p in problems for s in p["sub_steps"]]

@@ -395,3 +395,15 @@ def write_targets(path, targets: Mapping[str, Iterable[Any]], *, merge: bool = F
             pass
         raise
     return path
+
+
+def list_steps(path: Path) -> dict[str, int]:
+    """{step_id: number of test<k> entries} in an h5 targets file."""
+    import h5py
+    out = {}
+    with h5py.File(path, "r") as f:
+        for sid in f.keys():
+            g = f[sid]
+            if isinstance(g, h5py.Group):
+                out[sid] = sum(1 for k in g.keys() if k.startswith("test") and k[4:].isdigit())
+    return out

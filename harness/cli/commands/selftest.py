@@ -42,7 +42,7 @@ def selftest(
     tpath = targets or targets_path("dev")
     if not tpath.is_file():
         typer.echo(f"selftest: building dev targets from gold code into {tpath} ...")
-        from harness.targets import build
+        from harness.targets.build import build
         rep = build(split="dev", out=tpath, backend=sandbox, progress=typer.echo)
         typer.echo(rep.summary())
         if not rep.ok:

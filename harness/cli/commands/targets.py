@@ -28,8 +28,8 @@ def build_cmd(
     """Run every step's gold code with its tests in record mode and write the targets."""
     import dataclasses
 
-    from harness import targets as T
     from harness.sandbox import Limits, SandboxUnavailable
+    from harness.targets import build as targets_build
 
     if out is None:
         from harness.util.paths import targets_path
@@ -39,18 +39,18 @@ def build_cmd(
         raise typer.Exit(2)
     be = None
     try:
-        loaded = T.load_problems(split, problems)
-        T.plan_steps(loaded)        # fail fast (no gold code, bad file) before starting a sandbox
+        loaded = targets_build.load_problems(split, problems)
+        targets_build.plan_steps(loaded)        # fail fast (no gold code, bad file) before starting a sandbox
         from harness.sandbox.select import get_backend
-        nw = workers or T.default_workers()
+        nw = workers or targets_build.default_workers()
         limits = Limits()
         if memory:
             limits = dataclasses.replace(limits, memory=memory)
         if timeout:
             limits = dataclasses.replace(limits, timeout=float(timeout))
         be = get_backend(backend, image=image, explicit_image=image is not None, workers=nw, limits=limits)
-        rep = T.build(split=split, out=out, problems_path=problems, backend=be, runs=runs,
-                      progress=typer.echo, workers=nw, steps=step, problems=loaded)
+        rep = targets_build.build(split=split, out=out, problems_path=problems, backend=be, runs=runs,
+                                   progress=typer.echo, workers=nw, steps=step, problems=loaded)
     except SandboxUnavailable as e:
         typer.echo(f"targets build: sandbox unavailable: {e}", err=True)
         raise typer.Exit(2)
@@ -86,14 +86,15 @@ def check_cmd(
                                             "(do not report the official file's other steps as missing)")] = False,
 ):
     """Compare regenerated targets with an official file, per step and test."""
-    from harness import targets as T
+    from harness.data.h5targets import list_steps
+    from harness.targets.check import check
 
     for p in (path, against):
         if not p.is_file():
             typer.echo(f"targets check: no such file: {p}", err=True)
             raise typer.Exit(2)
-    steps = list(T.list_steps(path)) if only_ours else None
-    rep = T.check(path, against, steps=steps, rtol=rtol, atol=atol)
+    steps = list(list_steps(path)) if only_ours else None
+    rep = check(path, against, steps=steps, rtol=rtol, atol=atol)
     typer.echo(rep.summary())
     if not rep.ok:
         raise typer.Exit(1)
