@@ -247,7 +247,7 @@ def run_ours(cands: list[dict], workers: int, targets: Path, tag: str, backend: 
     from harness.run import candidate
     from harness.data import h5targets
     from harness.sandbox import Limits
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     from harness.run.schedule import History, PriorityPool
     lock = threading.Lock()
     limits = Limits()           # the pipeline's defaults: 1800 s, 4g, 1 CPU

@@ -162,7 +162,7 @@ def prepare(args) -> Run:
 
 def open_backend(run: Run, workers: int):
     from harness.sandbox import SandboxUnavailable
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     try:
         return get_backend(run.args.sandbox, image=run.args.sandbox_image,
                            explicit_image=bool(run.args.sandbox_image), workers=workers,

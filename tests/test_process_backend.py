@@ -13,7 +13,7 @@ import pytest
 
 from harness.sandbox import JOB_ENV, Job, Limits, SandboxUnavailable
 from harness.sandbox import process_backend as pb
-from harness.sandbox.select import get_backend
+from harness.sandbox.registry import get_backend
 
 LIM = Limits(timeout=20, memory="768m", fsize="16m", output=1 << 16)
 

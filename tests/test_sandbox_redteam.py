@@ -626,7 +626,7 @@ def test_creation_failure_is_infra_and_transactional(docker_client, sandbox_imag
 
 @pytest.mark.docker
 def test_missing_image_and_missing_daemon_are_clear(docker_client, monkeypatch):
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     with pytest.raises(SandboxUnavailable, match="not found"):
         get_backend("docker", image="scicode-sandbox:does-not-exist", explicit_image=True)
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
@@ -771,7 +771,7 @@ def test_works_over_a_tcp_docker_host(sandbox_image, monkeypatch, runtime):
 
     threading.Thread(target=serve, daemon=True).start()
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     run_id = "redteam-tcp-" + uuid.uuid4().hex[:6]
     be = get_backend("docker", image=sandbox_image.id, explicit_image=True, run_id=run_id,
                      limits=DOCKER_LIMITS, runtime=runtime)

@@ -347,7 +347,7 @@ def test_cli_build_with_user_problems(tmp_path, monkeypatch):
     from typer.testing import CliRunner
     from harness.data import h5targets
     from harness.cli.commands import targets as cmd
-    from harness.sandbox import select
+    from harness.sandbox import registry
     probs = tmp_path / "mine.jsonl"
     probs.write_text(json.dumps(_problem("806", [("def sq(x):\n    return np.asarray(x) ** 2",
                                                    ["assert np.allclose(sq([1, 2]), target)"])])) + "\n")
@@ -357,7 +357,7 @@ def test_cli_build_with_user_problems(tmp_path, monkeypatch):
         made.append((kind, kw["limits"].memory))
         return LocalRunner()
 
-    monkeypatch.setattr(select, "get_backend", fake_get_backend)
+    monkeypatch.setattr(registry, "get_backend", fake_get_backend)
     out, rep = tmp_path / "mine.h5", tmp_path / "rep.json"
     r = CliRunner().invoke(cmd.app, ["build", "--problems", str(probs), "--out", str(out), "--backend", "process",
                                      "--report", str(rep)])
@@ -445,7 +445,7 @@ DOCKER_MEMORY = "4g"   # 10.11's gold code peaks at ~2.3 GB (gmax=200 g-point gr
 @pytest.fixture(scope="module")
 def dev_build(dev_problems, sandbox_image, tmp_path_factory):
     from harness.sandbox import Limits
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     out = tmp_path_factory.mktemp("dev") / "dev.h5"
     with get_backend("docker", workers=2, limits=Limits(memory=DOCKER_MEMORY)) as be:
         rep = build.build(split="dev", out=out, backend=be, runs=2, progress=print)
@@ -484,7 +484,7 @@ def test_dev_targets_pass_gold_and_fail_wrong_answers(dev_problems, dev_build):
     from harness.data import h5targets
     from harness.reference import StepIndex, answer_for
     from harness.sandbox import Limits
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     _, out = dev_build
     index = StepIndex(dev_problems)
     limits = Limits(memory=DOCKER_MEMORY)

@@ -72,7 +72,7 @@ TASKS = ("scicode", "scicode_background", "scicode_aa_v2", "aa_scicode")
 
 from harness.build.image import PIP_PLATFORM_ARGS  # noqa: E402  (wheels for the image's CPython 3.11)
 
-Progress = Callable[[str], None]
+Say = Callable[[str], None]   # where a build reports its lines (print, typer.echo)
 
 
 class ContainerError(RuntimeError):
@@ -140,7 +140,7 @@ def _pip() -> list[str]:
     return [sys.executable, "-m", "pip"]
 
 
-def _run(cmd: list[str], what: str, progress: Progress, cwd: Path | None = None) -> None:
+def _run(cmd: list[str], what: str, progress: Say, cwd: Path | None = None) -> None:
     progress(f"{what}: {' '.join(cmd[:6])} ...")
     proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           stdin=subprocess.DEVNULL, text=True, errors="replace")
@@ -150,7 +150,7 @@ def _run(cmd: list[str], what: str, progress: Progress, cwd: Path | None = None)
                              f"{_last_line(errs[-1] if errs else proc.stdout, 'no output')}")
 
 
-def build_project_wheel(out_dir: Path, progress: Progress = print) -> Path:
+def build_project_wheel(out_dir: Path, progress: Say = print) -> Path:
     """``pip wheel --no-deps`` of a clean copy of the sources; returns the wheel path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="scicode-harness-src-") as tmp:
@@ -199,7 +199,7 @@ def _read_manifest(directory: Path) -> dict[str, str] | None:
     return manifest
 
 
-def ensure_wheelhouse(project_wheel: Path | None, progress: Progress = print) -> Path:
+def ensure_wheelhouse(project_wheel: Path | None, progress: Say = print) -> Path:
     """Dependency wheels (cp311 manylinux x86_64) for the project, downloaded once per
     pyproject.toml into the cache. ``project_wheel`` is only needed when downloading."""
     target = wheelhouse_dir()
@@ -237,7 +237,7 @@ def ensure_wheelhouse(project_wheel: Path | None, progress: Progress = print) ->
 
 # ---------------------------------------------------------------- data
 
-def dataset_files(progress: Progress = print) -> dict[str, Path]:
+def dataset_files(progress: Say = print) -> dict[str, Path]:
     """{name: verified path} of the SciCode files in the harness cache (pulled when missing)."""
     from harness.data import dataset
     try:
@@ -264,7 +264,7 @@ def dataset_files(progress: Progress = print) -> dict[str, Path]:
     return out
 
 
-def test_data_file(progress: Progress = print) -> Path:
+def test_data_file(progress: Say = print) -> Path:
     """The verified cached test_data.h5 (downloaded when missing)."""
     from harness.data import testdata
     p = testdata.default_path()
@@ -312,7 +312,7 @@ def _flock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_base(client, base_image: str | None, progress: Progress) -> tuple[str, str]:
+def ensure_base(client, base_image: str | None, progress: Say) -> tuple[str, str]:
     """(FROM reference, identity for the inputs digest). Offline: the shared debootstrap
     base from harness.build.image; otherwise the named registry image (pulled by the daemon)."""
     if base_image:
@@ -361,7 +361,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def sandbox_wheelhouse(progress: Progress = print) -> Path:
+def sandbox_wheelhouse(progress: Say = print) -> Path:
     """The sandbox image's hash-checked wheelhouse (downloaded by harness.build.image when missing)."""
     from harness.build import image
     lock = getattr(image, "_build_lock", None)   # shared with `scicode-harness image build`
@@ -400,7 +400,7 @@ def prepare_context(ctx: Path, *, project_wheel: Path, wheelhouse: Path, data: d
         _link_or_copy(test_data, ctx / "testdata" / "test_data.h5")
 
 
-def _stream_build(client, ctx: Path, tag: str, buildargs: dict, nocache: bool, progress: Progress) -> str:
+def _stream_build(client, ctx: Path, tag: str, buildargs: dict, nocache: bool, progress: Say) -> str:
     image_id, error = None, None
     try:
         for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs, rm=True, forcerm=True,
@@ -516,7 +516,7 @@ def metadata_layers(client, ref: str) -> list[dict]:
 # ---------------------------------------------------------------- build
 
 def build(force: bool = False, base_image: str | None = None, with_test_data: bool = False,
-          progress: Progress = print, client=None) -> BuildResult:
+          progress: Say = print, client=None) -> BuildResult:
     """Build (or reuse) the harness container; tags scicode-harness:latest and :<version>."""
     t0 = time.monotonic()
     steps: dict[str, float] = {}

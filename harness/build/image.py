@@ -86,7 +86,7 @@ VERSIONS_SOURCE = (
     "                  'uid': os.getuid(), 'gid': os.getgid(), 'packages': pk}, sort_keys=True))\n"
 )
 
-Progress = Callable[[str], None]
+Say = Callable[[str], None]   # where a build reports its lines (print, typer.echo)
 
 
 # ---------------------------------------------------------------- lock
@@ -186,7 +186,7 @@ def _last_line(text: str, default: str = "") -> str:
     return default
 
 
-def _run_streaming(cmd: list[str], progress: Progress, log_path: Path | None = None,
+def _run_streaming(cmd: list[str], progress: Say, log_path: Path | None = None,
                    env: dict | None = None, prefix: str = "") -> tuple[int, str]:
     """Run cmd, forward each output line to progress, return (rc, last lines)."""
     tail: list[str] = []
@@ -261,7 +261,7 @@ def _prune_rootfs(root: Path) -> None:
     (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
 
 
-def ensure_base(client, progress: Progress = print, force: bool = False) -> str:
+def ensure_base(client, progress: Say = print, force: bool = False) -> str:
     """Make sure the debootstrapped base image exists; return its tag."""
     if not force and _get(client, BASE_TAG) is not None:
         progress(f"base image {BASE_TAG} present")
@@ -350,7 +350,7 @@ def _pip_command() -> list[str]:
     raise ImageError("pip is not available to download the wheelhouse (python3 -m pip failed)")
 
 
-def ensure_wheelhouse(progress: Progress = print) -> Path:
+def ensure_wheelhouse(progress: Say = print) -> Path:
     """Download (or reuse) every wheel of the lock, hash-checked, into the cache."""
     digest = lock_digest()
     lock = parse_lock()
@@ -408,7 +408,7 @@ def _prepare_context(directory: Path, wheelhouse: Path) -> None:
             shutil.copy2(p, wheels / p.name)
 
 
-def _stream_build(client, context: Path, buildargs: dict, nocache: bool, progress: Progress) -> str:
+def _stream_build(client, context: Path, buildargs: dict, nocache: bool, progress: Say) -> str:
     """Build the context untagged (tags are applied after the smoke test); return the image id."""
     image_id = None
     error = None
@@ -468,7 +468,7 @@ def _prune_install_stage(client) -> None:
         client.images.prune(filters={"dangling": True, "label": f"{LABEL_STAGE}=install"})
 
 
-def build(offline: bool = True, force: bool = False, progress: Progress = print, client=None) -> str:
+def build(offline: bool = True, force: bool = False, progress: Say = print, client=None) -> str:
     """Build (or reuse) the sandbox image for the current lock; return its image id.
 
     Skips when an image with this lock's tag already carries the same lock- and

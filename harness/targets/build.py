@@ -228,7 +228,7 @@ def _get_backend(backend, workers: int):
     """(backend, owned) from a Backend object, a kind name or None (auto)."""
     if backend is not None and not isinstance(backend, str):
         return backend, False
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     return get_backend(backend or "auto", workers=workers), True
 
 

@@ -36,7 +36,7 @@ def run(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=T
     Exit status: 0 ok; 1 the program failed (error, timeout, oom); 2 infrastructure.
     """
     from harness.sandbox import Job, Limits, Outcome, SandboxUnavailable
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
 
     limits = Limits()
     if timeout is not None:
@@ -91,9 +91,9 @@ def sweep(all_: bool = typer.Option(False, "--all", help="Remove every harness c
           ) -> None:
     """Remove sandbox containers left behind by dead runs."""
     from harness.sandbox import cleanup
-    from harness.sandbox.select import SandboxUnavailable, _docker_client
+    from harness.sandbox.registry import SandboxUnavailable, docker_client
     try:
-        client = _docker_client(4)
+        client = docker_client(4)
     except SandboxUnavailable as exc:
         typer.echo(f"no Docker daemon answers ({exc}); nothing to sweep", err=True)
         raise typer.Exit(2)

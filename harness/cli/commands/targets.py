@@ -41,7 +41,7 @@ def build_cmd(
     try:
         loaded = targets_build.load_problems(split, problems)
         targets_build.plan_steps(loaded)        # fail fast (no gold code, bad file) before starting a sandbox
-        from harness.sandbox.select import get_backend
+        from harness.sandbox.registry import get_backend
         nw = workers or targets_build.default_workers()
         limits = Limits()
         if memory:

@@ -12,7 +12,7 @@ from harness.sandbox import Backend, Limits, SandboxUnavailable
 KINDS = ("auto", "docker", "process")
 
 
-def _docker_client(max_pool_size: int):
+def docker_client(max_pool_size: int):
     """A pinged client, or SandboxUnavailable with the cause."""
     try:
         import docker
@@ -43,7 +43,7 @@ def get_backend(kind: str = "auto", image: Optional[str] = None, explicit_image:
         from harness.sandbox.process_backend import ProcessBackend
         return ProcessBackend(limits=limits, workers=workers, **options)
     try:
-        client = _docker_client(4 * max(int(workers), 1) + 8)
+        client = docker_client(4 * max(int(workers), 1) + 8)
     except SandboxUnavailable as exc:
         raise SandboxUnavailable(
             f"no Docker daemon answers ({exc}): start Docker (or point DOCKER_HOST at one), "
