@@ -17,13 +17,11 @@ from harness.data import dataset
 from harness.sandbox import JOB_ENV, cleanup
 from harness.run.store import make_key
 from harness.run.outputs import OutputError, output as _output, setup_logging as _setup_logging
+from harness.errors import UserError
+from harness.util.paths import sha256_file
 from harness.util.progress import Progress
 
 log = logging.getLogger("scicode_eval")
-
-
-class UserError(Exception):
-    """Bad input or environment; one line, exit 2, nothing generated."""
 
 
 class InfraError(Exception):
@@ -72,10 +70,7 @@ def resolve_split(args) -> str:
 
 def resolve_test_data(args, split: str) -> Path:
     from harness.data import testdata
-    try:
-        path = testdata.resolve_test_data(args.test_data)
-    except testdata.TestDataError as e:
-        raise UserError(str(e)) from None
+    path = testdata.resolve_test_data(args.test_data)
     if args.test_data is not None and (path is None or not Path(path).is_file()):
         raise UserError(f"test data not found: {args.test_data}")
     if path is None and split == "dev":
@@ -126,23 +121,14 @@ def gen_config(args):
 def prepare(args) -> Run:
     from harness.sandbox import Limits
     split = resolve_split(args)
-    try:
-        problems = (dataset.read_jsonl(args.problems) if args.problems else dataset.load_problems(split))
-        tname = prompts.template_name(args.with_background, args.prompt_template_type)
-        template = dataset.template(tname)
-        regex = dataset.regex(args.regex_path) if args.regex_path else None
-    except dataset.DataError as e:
-        raise UserError(str(e)) from None
-    from harness.cli.evaluate import parse_fail_under
-    try:
-        parse_fail_under(args.fail_under)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    problems = (dataset.read_jsonl(args.problems) if args.problems else dataset.load_problems(split))
+    tname = prompts.template_name(args.with_background, args.prompt_template_type)
+    template = dataset.template(tname)
+    regex = dataset.regex(args.regex_path) if args.regex_path else None
     if args.limit_samples:
         problems = problems[: args.limit_samples]
     test_data = resolve_test_data(args, split)
     no_target = check_test_data(test_data, problems, getattr(args, "allow_missing_targets", False))
-    from harness.data.dataset import sha256_file
     cfg = gen_config(args)
     limits = Limits(timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus)
     run = Run(args=args, problems=problems, split=split, test_data=test_data, gen_cfg=cfg,
@@ -161,15 +147,11 @@ def prepare(args) -> Run:
 
 
 def open_backend(run: Run, workers: int):
-    from harness.sandbox import SandboxUnavailable
     from harness.sandbox.registry import get_backend
-    try:
-        return get_backend(run.args.sandbox, image=run.args.sandbox_image,
-                           explicit_image=bool(run.args.sandbox_image), workers=workers,
-                           run_id=uuid.uuid4().hex[:12], limits=run.limits,
-                           runtime=getattr(run.args, "sandbox_runtime", None))
-    except SandboxUnavailable as e:
-        raise UserError(str(e)) from None
+    return get_backend(run.args.sandbox, image=run.args.sandbox_image,
+                       explicit_image=bool(run.args.sandbox_image), workers=workers,
+                       run_id=uuid.uuid4().hex[:12], limits=run.limits,
+                       runtime=getattr(run.args, "sandbox_runtime", None))
 
 
 # ---------------------------------------------------------------- stages
@@ -405,11 +387,8 @@ def run(args) -> int:
         _setup_logging(log_dir, args.quiet)
     except OSError as e:
         raise UserError(f"cannot write the log directory {log_dir}: {e}") from None
-    from harness.run.preflight import EndpointError, check_endpoint
-    try:
-        asyncio.run(check_endpoint(run_.gen_cfg))
-    except EndpointError as e:
-        raise UserError(str(e)) from None
+    from harness.run.preflight import check_endpoint
+    asyncio.run(check_endpoint(run_.gen_cfg))
     workers = args.eval_threads or os.cpu_count() or 1
     run_.backend = open_backend(run_, workers)
     try:
@@ -506,8 +485,7 @@ def finish(run_: Run, seconds: float) -> int:
         print(f"scicode_eval: {gen_errors} step(s) without a model answer after retries "
               f"(more than --max-gen-errors {args.max_gen_errors}); first: {first}", file=sys.stderr)
         return EXIT_GEN_ERRORS
-    from harness.cli.evaluate import parse_fail_under
-    floors = parse_fail_under(args.fail_under)
+    floors = args.fail_under or {}   # parsed by the command line (cli.evaluate.parse_fail_under)
     below = [k for k, v in floors.items() if (sc.steps if k == "steps" else sc.problems) < v]
     if below:
         print(f"scicode_eval: below --fail-under for {', '.join(below)}")

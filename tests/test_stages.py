@@ -106,5 +106,7 @@ def test_junit_and_fail_under(tmp_path):
     assert [tc.get("name") for tc in suite] == ["1.1[sample 0]", "1.2[sample 0]", "2.1[sample 0]"]
     assert parse_fail_under("steps=0.3,problems=0.1") == {"steps": 0.3, "problems": 0.1}
     assert parse_fail_under(None) == {}
-    with pytest.raises(ValueError):
-        parse_fail_under("lines=3")
+    import argparse
+    for bad in ("lines=3", "steps", "steps=abc"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_fail_under(bad)

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness.util.paths import cache_dir, prune_siblings
-from harness.data.dataset import sha256_file
+from harness.errors import HarnessError
+from harness.util.paths import cache_dir, prune_siblings, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -75,7 +75,7 @@ from harness.build.image import PIP_PLATFORM_ARGS  # noqa: E402  (wheels for the
 Say = Callable[[str], None]   # where a build reports its lines (print, typer.echo)
 
 
-class ContainerError(RuntimeError):
+class ContainerError(HarnessError, RuntimeError):
     """Building or inspecting the harness container failed; str(e) is one line for the user."""
 
 
@@ -91,9 +91,6 @@ class BuildResult:
 
 
 # ---------------------------------------------------------------- hashing
-
-_sha256_file = sha256_file
-
 
 def _ignored(p: Path) -> bool:
     return "__pycache__" in p.parts or p.suffix in (".pyc", ".pyo") or p.name.endswith(".egg-info") \
@@ -118,7 +115,7 @@ def _tree_files(base: Path, items) -> list[Path]:
 def _tree_digest(base: Path, items) -> str:
     h = hashlib.sha256()
     for rel in _tree_files(base, items):
-        h.update(str(rel).encode() + b"\0" + _sha256_file(base / rel).encode() + b"\n")
+        h.update(str(rel).encode() + b"\0" + sha256_file(base / rel).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -194,7 +191,7 @@ def _read_manifest(directory: Path) -> dict[str, str] | None:
         return None
     for name, digest in manifest.items():
         p = directory / name
-        if not p.is_file() or _sha256_file(p) != digest:
+        if not p.is_file() or sha256_file(p) != digest:
             return None
     return manifest
 
@@ -220,7 +217,7 @@ def ensure_wheelhouse(project_wheel: Path | None, progress: Say = print) -> Path
         for p in list(staging.iterdir()):
             if not p.name.endswith(".whl") or p.name.startswith("scicode_harness-"):
                 p.unlink()
-        manifest = {p.name: _sha256_file(p) for p in sorted(staging.glob("*.whl"))}
+        manifest = {p.name: sha256_file(p) for p in sorted(staging.glob("*.whl"))}
         if not any(n.startswith("nemo_evaluator-0.2.") for n in manifest):
             raise ContainerError("the dependency wheelhouse has no nemo_evaluator 0.2.x wheel")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -258,7 +255,7 @@ def dataset_files(progress: Say = print) -> dict[str, Path]:
                          f"(scicode_aa_v2 needs it: `scicode-harness data pull --source pypi`)")
                 continue
             raise ContainerError(f"{name} is missing from {directory}: run `scicode-harness data pull`")
-        if _sha256_file(p) != pinned:
+        if sha256_file(p) != pinned:
             raise ContainerError(f"{p}: sha256 mismatch; run `scicode-harness data pull --force`")
         out[name] = p
     return out
@@ -335,9 +332,9 @@ def inputs_digest(*, base_id: str, deps_manifest: dict[str, str], data: dict[str
     """sha256 over everything the image is made of."""
     from harness.data import dataset, testdata
     parts = {
-        "dockerfile": _sha256_file(DOCKERFILE),
-        "readme": _sha256_file(README),
-        "framework": _sha256_file(FRAMEWORK),
+        "dockerfile": sha256_file(DOCKERFILE),
+        "readme": sha256_file(README),
+        "framework": sha256_file(FRAMEWORK),
         "sandbox_image": _tree_digest(SANDBOX_DIR, SANDBOX_FILES),
         "source": source_digest(),
         "deps": deps_manifest,

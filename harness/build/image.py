@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import harness
-from harness.util.paths import cache_dir, prune_siblings
-from harness.data.dataset import sha256_file
+from harness.util.paths import cache_dir, prune_siblings, sha256_file
 from harness.sandbox.image_lookup import (IMAGE_DIR, LABEL_LOCK, LOCK_PATH, REPOSITORY, ImageError, _get,
                                           _labels, default_tag, lock_digest)
 
@@ -173,9 +172,6 @@ def _build_lock():
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-_sha256_file = sha256_file
 
 
 def _last_line(text: str, default: str = "") -> str:
@@ -332,7 +328,7 @@ def _wheelhouse_missing(directory: Path, lock: dict) -> list[str]:
     """Names whose pinned wheel (by hash) is not in directory."""
     if not directory.is_dir():
         return sorted(lock)
-    present = {_sha256_file(p) for p in directory.glob("*.whl")}
+    present = {sha256_file(p) for p in directory.glob("*.whl")}
     return sorted(n for n, (_, hashes) in lock.items() if not (hashes & present))
 
 

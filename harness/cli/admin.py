@@ -1,5 +1,9 @@
 """`scicode-harness`: admin commands. Each group lives in harness/cli/commands/<group>.py."""
+import sys
+
 import typer
+
+from harness.errors import HarnessError
 
 from harness.cli.commands import data, doctor, image, reference, sandbox, selftest, targets
 
@@ -16,7 +20,11 @@ app.command("doctor")(doctor.doctor)
 
 
 def main():
-    app()
+    try:
+        app()
+    except HarnessError as e:   # a command that did not say it in its own words
+        print(f"scicode-harness: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

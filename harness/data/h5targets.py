@@ -48,11 +48,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from harness.errors import HarnessError
+
 MAX_SEQ = 9   # var1..var9 sort correctly; var10 would sort before var2
 RESERVED_KEYS = ("list", "sparse_matrix")
 
 
-class TargetsError(OSError):
+class TargetsError(HarnessError, OSError):
     """A one-line problem with a targets file (unreadable, missing step or test).
     An OSError, so callers that catch file errors catch it too."""
 

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from harness.util.paths import cache_dir
-from harness.data.dataset import sha256_file
+from harness.errors import HarnessError
+from harness.util.paths import cache_dir, sha256_file
 
 TEST_DATA_NAME = "test_data.h5"
 TEST_DATA_SHA256 = "48b0272a88b17dbd29777c217e1b4fb2b019b92e11cc2add847409db9541b890"
@@ -34,7 +34,7 @@ PULL_HINT = "scicode-harness data pull-test-data"
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
-class TestDataError(Exception):
+class TestDataError(HarnessError):
     """A one-line, user-facing problem with test_data.h5."""
     __test__ = False   # not a pytest test class
 
@@ -65,7 +65,6 @@ def http_client(timeout: float = 60.0, **kwargs):
     return httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)), **kwargs)
 
 
-file_sha256 = sha256_file
 
 
 # ---------------------------------------------------------------- verified-stamp
@@ -100,7 +99,7 @@ def verify_test_data(path: Path, expected_sha256: str | None = None) -> None:
             return
     except (OSError, ValueError):
         pass
-    actual = file_sha256(path)
+    actual = sha256_file(path)
     if actual != expected_sha256:
         raise TestDataError(f"{path}: sha256 mismatch (expected {expected_sha256}, actual {actual}); "
                             f"the file is tampered or truncated: run `{PULL_HINT} --force`")
@@ -279,7 +278,7 @@ def pull_test_data(dest: str | os.PathLike | None = None, urls: Iterable[str] | 
                 except _Fatal as e:
                     errors.append(f"{url}: {e}")
                     break
-                actual = file_sha256(part)
+                actual = sha256_file(part)
                 if actual == expected_sha256:
                     os.replace(part, dest)
                     _write_stamp(dest, actual)

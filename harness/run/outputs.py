@@ -4,8 +4,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from harness.errors import HarnessError
 
-class OutputError(Exception):
+
+class OutputError(HarnessError):
     """The output directory became unwritable or full: the run stops, stored work is kept."""
 
 

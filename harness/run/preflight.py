@@ -12,11 +12,12 @@ from typing import Optional
 
 import httpx
 
+from harness.errors import HarnessError
 from harness.run.generate import (RETRY_STATUSES, GenConfig, _describe, _headers, _one_line,
                               _parse_completion, _Retryable, ssl_verify)
 
 
-class EndpointError(RuntimeError):
+class EndpointError(HarnessError, RuntimeError):
     """The endpoint fails the preflight request (unreachable, bad key, unknown model, ...)."""
 
 

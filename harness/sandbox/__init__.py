@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from harness.errors import HarnessError
+
 # The environment of every job, whatever the backend (each adds HOME, PATH, ...).
 # One thread per BLAS/OpenMP pool: a job gets one CPU. Memory: glibc malloc takes
 # big blocks from the heap and keeps freed memory, instead of an mmap/munmap (and
@@ -26,7 +28,7 @@ OUTCOME_KEYS = ("status", "exit_code", "duration", "stdout", "stderr", "truncate
                 "timed_out", "oom_killed", "backend", "image")
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(HarnessError, RuntimeError):
     """The requested backend cannot run here (no daemon, no image, ...). One-line message."""
 
 

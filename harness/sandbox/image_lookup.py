@@ -10,6 +10,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from harness.errors import HarnessError
+
 IMAGE_DIR = Path(os.environ.get("SCICODE_HARNESS_IMAGE_DIR")
                  or Path(__file__).resolve().parents[2] / "sandbox_image")
 LOCK_PATH = IMAGE_DIR / "requirements.lock"
@@ -17,7 +19,7 @@ REPOSITORY = "scicode-sandbox"
 LABEL_LOCK = "org.scicode-harness.lock-digest"
 
 
-class ImageError(RuntimeError):
+class ImageError(HarnessError, RuntimeError):
     """A sandbox-image operation failed; str(e) is one line meant for the user."""
 
 

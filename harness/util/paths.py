@@ -1,4 +1,5 @@
 """Where the harness keeps its cache (dataset, wheelhouse, targets)."""
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +13,14 @@ def cache_dir() -> Path:
         return Path(os.environ[ENV_CACHE]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "scicode-harness"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def targets_path(split: str = "dev") -> Path:

@@ -28,6 +28,7 @@ def build_cmd(
     """Run every step's gold code with its tests in record mode and write the targets."""
     import dataclasses
 
+    from harness.errors import HarnessError
     from harness.sandbox import Limits, SandboxUnavailable
     from harness.targets import build as targets_build
 
@@ -54,14 +55,9 @@ def build_cmd(
     except SandboxUnavailable as e:
         typer.echo(f"targets build: sandbox unavailable: {e}", err=True)
         raise typer.Exit(2)
-    except (ValueError, OSError) as e:
+    except (HarnessError, ValueError, OSError) as e:
         typer.echo(f"targets build: {e}", err=True)
         raise typer.Exit(2)
-    except Exception as e:
-        if type(e).__name__ == "DataError":
-            typer.echo(f"targets build: {e}", err=True)
-            raise typer.Exit(2)
-        raise
     finally:
         if be is not None:
             be.close()
