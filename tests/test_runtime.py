@@ -44,7 +44,8 @@ def test_doctor_without_runsc_prints_the_snippet(monkeypatch):
     from harness.cli.admin import app
     import docker
     monkeypatch.setattr(rt, "registered", lambda client: ({"runc": {}}, "runc"))
-    monkeypatch.setattr(rt, "probe", lambda client, image, name, timeout=60.0: "6.1.0")
+    monkeypatch.setattr("harness.sandbox.docker_backend.probe_runtime",
+                        lambda client, image, name, timeout=60.0: "6.1.0")
 
     class Img:
         id = "sha256:x"

@@ -296,6 +296,23 @@ class DockerBackend(Backend):
         finally:
             self._reaper.submit(slot)
 
+    @staticmethod
+    def _send(slot: _Slot, job: Job, marker: str) -> bool:
+        """Write the payload on the attach socket; True when the deadline passed meanwhile."""
+        try:
+            for part in payload_chunks(job, marker):
+                slot.raw.sendall(part)
+            if not slot.tls:
+                try:
+                    slot.raw.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+        except socket.timeout:
+            return True
+        except OSError:
+            pass    # the container stopped reading (exited early): read what it said
+        return False
+
     def _execute(self, slot: _Slot, job: Job) -> Outcome:
         lim = job.limits
         marker = new_marker()
@@ -310,18 +327,7 @@ class DockerBackend(Backend):
         report = None
         try:
             raw.settimeout(max(deadline - time.monotonic(), 0.001))
-            try:
-                for part in payload_chunks(job, marker):
-                    raw.sendall(part)
-                if not slot.tls:
-                    try:
-                        raw.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
-            except socket.timeout:
-                timed_out = True
-            except OSError:
-                pass    # the container stopped reading (exited early): read what it said
+            timed_out = self._send(slot, job, marker)
             while not timed_out:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -433,3 +439,17 @@ class DockerBackend(Backend):
             self.client.close()
         except Exception:
             pass
+
+
+def probe_runtime(client, image: str, name: str, timeout: float = 60.0) -> str:
+    """Run `uname -r` in a throw-away container under runtime `name`; the kernel it reports."""
+    lim = Limits(timeout=timeout, memory="256m")
+    be = DockerBackend(image=image, explicit_image=True, client=client, limits=lim, warm=False,
+                       runtime=name, sweep=False)
+    try:
+        out = be.run(Job(code="import os; print(os.uname().release)", limits=lim))
+    finally:
+        be.close()
+    if out.status != "ok":
+        raise RuntimeError(f"probe under {name} ended {out.status}: {out.stderr.strip()[-200:]}")
+    return out.stdout.strip()

@@ -247,8 +247,6 @@ def build(split: str = "dev", out: Optional[Path] = None, problems_path: Optiona
     steps: optional subset of step ids (for debugging).
     problems: already loaded problems (instead of loading `split` / `problems_path`).
     """
-    from harness.sandbox import Job, Limits
-
     if runs < 1:
         raise ValueError("runs must be >= 1")
     say = progress or (lambda s: None)
@@ -262,6 +260,33 @@ def build(split: str = "dev", out: Optional[Path] = None, problems_path: Optiona
         plans = [p for p in plans if p.step_id in wanted]
     label = "problems " + str(problems_path) if problems_path else split
     report = BuildReport(out=str(out) if out else None, split=label, runs=runs, skipped_steps=skipped)
+    _count_tests(plans, report)
+
+    nworkers = workers or default_workers()
+    be, owned = _get_backend(backend, nworkers)
+    report.backend = getattr(be, "name", type(be).__name__)
+    nworkers = max(1, int(getattr(be, "workers", None) or nworkers))
+    limits = _limits(be, timeout, memory)
+    report.memory = str(limits.memory)
+    say(f"targets: {len(plans)} steps x {runs} run(s) on {report.backend} with {nworkers} worker(s)")
+    try:
+        results = _run_plans(plans, runs, be, limits, nworkers, say)
+    finally:
+        if owned:
+            be.close()
+
+    targets = _collect(plans, runs, results, report)
+    if out is not None:
+        _drop_unstorable(targets, report)
+    report.targets = targets
+    if out is not None:
+        from harness.data.h5targets import write_targets
+        write_targets(Path(out), targets)
+    report.duration = time.monotonic() - t0
+    return report
+
+
+def _count_tests(plans: list[StepPlan], report: BuildReport) -> None:
     report.steps = len(plans)
     for p in plans:
         report.tests += len(p.tests)
@@ -274,18 +299,21 @@ def build(split: str = "dev", out: Optional[Path] = None, problems_path: Optiona
             else:
                 report.tests_without_target += 1
 
-    nworkers = workers or default_workers()
-    be, owned = _get_backend(backend, nworkers)
-    report.backend = getattr(be, "name", type(be).__name__)
-    nworkers = max(1, int(getattr(be, "workers", None) or nworkers))
+
+def _limits(be, timeout: Optional[float], memory: Optional[str]):
+    from harness.sandbox import Limits
     limits = getattr(be, "limits", None) or Limits()   # the backend's limits keep its warm pool usable
     if timeout:
         limits = dataclasses.replace(limits, timeout=float(timeout))
     if memory:
         limits = dataclasses.replace(limits, memory=str(memory))
-    report.memory = str(limits.memory)
-    say(f"targets: {len(plans)} steps x {runs} run(s) on {report.backend} with {nworkers} worker(s)")
+    return limits
 
+
+def _run_plans(plans: list[StepPlan], runs: int, be, limits, nworkers: int,
+               say: Callable[[str], None]) -> dict[tuple[str, int], tuple[list, Optional[str]]]:
+    """Every plan `runs` times, longest expected step first: {(step id, run): (results, step error)}."""
+    from harness.sandbox import Job
     results: dict[tuple[str, int], tuple[list, Optional[str]]] = {}
     lock = threading.Lock()
     done = [0]
@@ -324,63 +352,57 @@ def build(split: str = "dev", out: Optional[Path] = None, problems_path: Optiona
     finally:   # on success every job is done; on Ctrl-C or an error, do not wait for running ones
         pool.shutdown(wait=False, cancel_futures=True)
         history.save()
-        if owned:
-            be.close()
+    return results
 
+
+_MISSING = object()   # a test no run recorded a value for (a recorded value may itself be None)
+
+
+def _collect(plans: list[StepPlan], runs: int, results: dict, report: BuildReport) -> dict[str, list]:
+    """The first run's value of every test, the flaky and failed ones reported; complete steps only."""
     targets: dict[str, list] = {}
     for plan in plans:
-        values = []
-        complete = True
         for r in range(runs):
             step_error = results[(plan.step_id, r)][1]
             if step_error:   # one entry for the step, not one per test
                 report.failed.append(Issue(plan.step_id, None, step_error, run=r + 1))
-        for i in range(len(plan.tests)):
-            rw = plan.rewrites[i]
-            if not rw.supported:
-                complete = False
-                values.append(None)
-                continue
-            got = []
-            for r in range(runs):
-                kind, val = results[(plan.step_id, r)][0][i]
-                if kind == "fail" and results[(plan.step_id, r)][1]:
-                    continue      # already reported for the whole step
-                if kind == "fail":
-                    report.failed.append(Issue(plan.step_id, i + 1,
-                                               val + ("" if rw.has_target else " (test without target)"),
-                                               run=r + 1))
-                elif kind == "ok":
-                    got.append((r, val))
-            if not rw.has_target:
-                values.append(NO_TARGET)
-                continue
-            if not got:
-                complete = False
-                values.append(None)
-                continue
-            first_run, first = got[0]
-            for r, v in got[1:]:
-                if not values_equal(first, v):
-                    report.flaky.append(Issue(plan.step_id, i + 1,
-                                              f"value differs between run {first_run + 1} and run {r + 1} "
-                                              f"(kept run {first_run + 1}'s): {_describe_diff(first, v)}",
-                                              run=r + 1))
-            values.append(first)
-        if complete:
+        values = [_test_value(plan, i, runs, results, report) for i in range(len(plan.tests))]
+        if all(v is not _MISSING for v in values):
             targets[plan.step_id] = values
             report.steps_written.append(plan.step_id)
         else:
             report.steps_missing.append(plan.step_id)
+    return targets
 
-    if out is not None:
-        _drop_unstorable(targets, report)
-    report.targets = targets
-    if out is not None:
-        from harness.data.h5targets import write_targets
-        write_targets(Path(out), targets)
-    report.duration = time.monotonic() - t0
-    return report
+
+def _test_value(plan: StepPlan, i: int, runs: int, results: dict, report: BuildReport):
+    """Test i's target (NO_TARGET when it compares none), or _MISSING when no run recorded one."""
+    rw = plan.rewrites[i]
+    if not rw.supported:
+        return _MISSING
+    got = []
+    for r in range(runs):
+        kind, val = results[(plan.step_id, r)][0][i]
+        if kind == "fail" and results[(plan.step_id, r)][1]:
+            continue      # already reported for the whole step
+        if kind == "fail":
+            report.failed.append(Issue(plan.step_id, i + 1,
+                                       val + ("" if rw.has_target else " (test without target)"),
+                                       run=r + 1))
+        elif kind == "ok":
+            got.append((r, val))
+    if not rw.has_target:
+        return NO_TARGET
+    if not got:
+        return _MISSING
+    first_run, first = got[0]
+    for r, v in got[1:]:
+        if not values_equal(first, v):
+            report.flaky.append(Issue(plan.step_id, i + 1,
+                                      f"value differs between run {first_run + 1} and run {r + 1} "
+                                      f"(kept run {first_run + 1}'s): {_describe_diff(first, v)}",
+                                      run=r + 1))
+    return first
 
 
 def _more_memory(limit: str) -> str:

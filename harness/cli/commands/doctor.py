@@ -21,6 +21,7 @@ def _runtimes() -> None:
         import docker
         from harness.sandbox import image_lookup as image
         from harness.sandbox import runtime as rt
+        from harness.sandbox.docker_backend import probe_runtime
         client = docker.from_env()
         rts, default = rt.registered(client)
         found = image.find_image(client)
@@ -37,7 +38,7 @@ def _runtimes() -> None:
         if found is None:
             typer.echo(f"skip  runtime {name}: no sandbox image to probe with")
             continue
-        _check(f"runtime {name}", lambda n=name: f"probe ran, kernel {rt.probe(client, found.id, n)}")
+        _check(f"runtime {name}", lambda n=name: f"probe ran, kernel {probe_runtime(client, found.id, n)}")
 
 
 def doctor():
