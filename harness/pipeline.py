@@ -12,13 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.run import candidate, prompts, report, schedule, score
-from harness.data import dataset
-from harness.sandbox import JOB_ENV, cleanup
-from harness.run.store import make_key
-from harness.run.outputs import OutputError, output as _output, setup_logging as _setup_logging
+from harness.data import dataset, h5targets, testdata
 from harness.errors import UserError
-from harness.util.paths import sha256_file
+from harness.run import candidate, generate, grade, prompts, report, schedule, score
+from harness.run.grade.reader import ReaderClosed, TargetReader
+from harness.run.grade.verifier import VERIFIER_SOURCE, Verifier, VerifierError
+from harness.run.outputs import OutputError, output as _output, setup_logging as _setup_logging
+from harness.run.preflight import check_endpoint
+from harness.run.store import Store, make_key
+from harness.sandbox import JOB_ENV, Limits, cleanup
+from harness.sandbox.registry import get_backend
+from harness.util import faultpoint
+from harness.util.paths import sha256_file, targets_path
 from harness.util.progress import Progress
 
 log = logging.getLogger("scicode_eval")
@@ -68,13 +73,11 @@ def resolve_split(args) -> str:
     return args.split or ("all" if args.include_dev else "test")
 
 
-def resolve_test_data(args, split: str) -> Path:
-    from harness.data import testdata
+def require_test_data(args, split: str) -> Path:
     path = testdata.resolve_test_data(args.test_data)
     if args.test_data is not None and (path is None or not Path(path).is_file()):
         raise UserError(f"test data not found: {args.test_data}")
     if path is None and split == "dev":
-        from harness.util.paths import targets_path
         own = targets_path("dev")
         path = own if own.is_file() else None
     if path is None:
@@ -87,7 +90,6 @@ def resolve_test_data(args, split: str) -> Path:
 
 def check_test_data(path: Path, problems: list[dict], allow_missing: bool = False) -> list[str]:
     """Steps the file lacks; an error unless allow_missing (then they score as no_target)."""
-    from harness.data import h5targets
     need = {s["step_number"]: len(s["test_cases"]) for p in problems for s in p["sub_steps"]
             if s.get("test_cases")}
     try:
@@ -104,7 +106,6 @@ def check_test_data(path: Path, problems: list[dict], allow_missing: bool = Fals
 
 
 def gen_config(args):
-    from harness.run import generate
     key_name = os.environ.get("SCICODE_API_KEY_NAME")
     api_key = os.environ.get("API_KEY") or None
     if key_name and not api_key:
@@ -119,7 +120,6 @@ def gen_config(args):
 
 
 def prepare(args) -> Run:
-    from harness.sandbox import Limits
     split = resolve_split(args)
     problems = (dataset.read_jsonl(args.problems) if args.problems else dataset.load_problems(split))
     tname = prompts.template_name(args.with_background, args.prompt_template_type)
@@ -127,7 +127,7 @@ def prepare(args) -> Run:
     regex = dataset.regex(args.regex_path) if args.regex_path else None
     if args.limit_samples:
         problems = problems[: args.limit_samples]
-    test_data = resolve_test_data(args, split)
+    test_data = require_test_data(args, split)
     no_target = check_test_data(test_data, problems, getattr(args, "allow_missing_targets", False))
     cfg = gen_config(args)
     limits = Limits(timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus)
@@ -138,7 +138,6 @@ def prepare(args) -> Run:
     run.no_target = set(no_target)
     run.grading = getattr(args, "grading", None) or "strict"
     if run.grading == "strict":
-        from harness.run import grade
         for p in problems:
             for i, step in enumerate(p["sub_steps"]):
                 if step.get("test_cases"):
@@ -147,7 +146,6 @@ def prepare(args) -> Run:
 
 
 def open_backend(run: Run, workers: int):
-    from harness.sandbox.registry import get_backend
     return get_backend(run.args.sandbox, image=run.args.sandbox_image,
                        explicit_image=bool(run.args.sandbox_image), workers=workers,
                        run_id=uuid.uuid4().hex[:12], limits=run.limits,
@@ -157,13 +155,11 @@ def open_backend(run: Run, workers: int):
 # ---------------------------------------------------------------- stages
 class Engine:
     def __init__(self, run: Run, workers: int, progress: Progress):
-        from harness.run.generate import Client
-        from harness.run.store import Store
         self.run, self.progress = run, progress
         cache = run.out / "scicode_cache"
         self.gens = Store(cache / "generations.jsonl")
         self.verdicts = Store(cache / "verdicts.jsonl")
-        self.client = Client(run.gen_cfg)
+        self.client = generate.Client(run.gen_cfg)
         self.history = schedule.History()   # longest expected job first
         self.pool = schedule.PriorityPool(workers, name="sandbox")
         from concurrent.futures import ThreadPoolExecutor
@@ -174,10 +170,8 @@ class Engine:
         self.prompt_dir = run.out / "prompt" / name / bg
         self.code_dir = run.out / "generated_code" / name / bg
         self.infra: Optional[str] = None
-        from harness.run.grade import GRADING_VERSION
         if run.grading == "strict":   # a new verifier program means new verdicts
-            from harness.run.grade.verifier import VERIFIER_SOURCE
-            self.grading_key = [GRADING_VERSION, make_key(verifier=VERIFIER_SOURCE)]
+            self.grading_key = [grade.GRADING_VERSION, make_key(verifier=VERIFIER_SOURCE)]
         else:
             self.grading_key = "inprocess"
         # candidates that may still need a sandbox: the backend warms no more containers than this
@@ -257,7 +251,6 @@ class Engine:
 
     def _targets(self, step_id: str, n: int) -> list:
         from concurrent.futures import CancelledError
-        from harness.run.grade.reader import ReaderClosed
         try:   # one reader thread owns every h5py handle (no lock left held at exit)
             return self.run.reader.get(step_id, n)
         except (CancelledError, ReaderClosed):
@@ -268,8 +261,6 @@ class Engine:
         step = problem["sub_steps"][cand.index]
         if run.grading != "strict":
             return candidate.verdict(outcome)
-        from harness.run import grade
-        from harness.run.grade.verifier import VerifierError
         try:
             return grade.grade(outcome, run.splits[cand.step_id], problem["required_dependencies"],
                                lambda: self._targets(cand.step_id, len(step["test_cases"])),
@@ -302,7 +293,7 @@ class Engine:
             return "rec", dict(rec, key=key)
         if run.grading == "strict":   # the sandbox gets the program and tests, never targets
             job = candidate.build_job(cand, problem, None, run.limits,
-                                     tests=grade_tests(run.splits[cand.step_id]))
+                                     tests=grade.sandbox_tests(run.splits[cand.step_id]))
         else:
             targets = self._targets(cand.step_id, len(step["test_cases"]))
             job = candidate.build_job(cand, problem, targets, run.limits)
@@ -387,7 +378,6 @@ def run(args) -> int:
         _setup_logging(log_dir, args.quiet)
     except OSError as e:
         raise UserError(f"cannot write the log directory {log_dir}: {e}") from None
-    from harness.run.preflight import check_endpoint
     asyncio.run(check_endpoint(run_.gen_cfg))
     workers = args.eval_threads or os.cpu_count() or 1
     run_.backend = open_backend(run_, workers)
@@ -428,14 +418,8 @@ def run(args) -> int:
                         "is kept, rerun to resume") from None
 
 
-def grade_tests(splits) -> list[str]:
-    from harness.run import grade
-    return grade.sandbox_tests(splits)
-
-
 def start_grading(run_: Run) -> None:
     """Targets reader, and (strict) the verifier, started before any job."""
-    from harness.run.grade.reader import TargetReader
     run_.reader = TargetReader(run_.test_data)
     if run_.grading != "strict":
         msg = ("--grading inprocess: model code shares a process with targets and verdicts and can "
@@ -443,7 +427,6 @@ def start_grading(run_: Run) -> None:
         log.warning(msg)
         print(f"scicode_eval: warning: {msg}", file=sys.stderr)
         return
-    from harness.run.grade.verifier import Verifier, VerifierError
     run_.verifier = Verifier(run_.backend)
     try:
         run_.verifier.start()
@@ -465,7 +448,6 @@ def finish(run_: Run, seconds: float) -> int:
     sc = score.score(run_.problems, verdicts, args.n_samples)
     records = sorted(run_.records, key=lambda r: (r["sample"], dataset.step_key(r["step_id"])))
     run_.out.mkdir(parents=True, exist_ok=True)
-    from harness.util import faultpoint
     faultpoint.point("report")
     report.write_records(run_.out / "records.jsonl", records)
     path = report.results_path(run_.out, args.model, args.with_background)
@@ -497,7 +479,6 @@ def grading_meta(run_: Run) -> dict:
     if run_.grading != "strict":
         return {"mode": "inprocess", "unsafe": True,
                 "note": "verdicts decided inside the candidate's process; model code can forge them"}
-    from harness.run import grade
     return {"mode": "strict", "version": grade.GRADING_VERSION,
             "verifier_versions": run_.verifier.versions if run_.verifier else {},
             "tests": grade.counts(run_.splits)}
