@@ -9,10 +9,8 @@ import pytest
 
 from fake_endpoint import Fault, FakeEndpoint
 from harness.run.preflight import EndpointError, check_endpoint
-from harness.run.generate import (
-    SYSTEM_PROMPT, Client, GenConfig, parse_extra_params,
-    parse_retry_after, split_extra_params,
-)
+from harness.run.generate import SYSTEM_PROMPT, Client, GenConfig, parse_retry_after
+from harness.run.params import parse_extra_params, split_extra_params
 
 FAST = dict(backoff_base=0.01, backoff_cap=0.05)
 
