@@ -8,7 +8,7 @@ The image is ``sandbox_image/Dockerfile`` installed from ``sandbox_image/require
 Offline build (no container registry needed):
 
 1. base: Debian bookworm made with ``debootstrap --variant=minbase`` (python3 3.11 +
-   python3-venv), imported as ``scicode-base:bookworm-py311``; reused when present;
+   python3-venv), imported as ``scicode-base:bookworm-py311``; reused when present (harness.build.base);
 2. wheelhouse: ``pip download`` of the lock on the host into
    ``<cache>/wheelhouse/<lock digest>``; reused when every hash is present;
 3. ``docker build`` through the SDK with ``network_mode="none"``.
@@ -29,9 +29,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import harness
+from harness.build.base import LABEL_BASE, ensure_base
+from harness.build.common import Say, build_lock, docker_client, last_line, run_streaming
 from harness.util.paths import cache_dir, prune_siblings, sha256_file
 from harness.sandbox.image_lookup import (IMAGE_DIR, LABEL_LOCK, LOCK_PATH, REPOSITORY, ImageError, _get,
                                           _labels, default_tag, lock_digest)
@@ -39,20 +40,11 @@ from harness.sandbox.image_lookup import (IMAGE_DIR, LABEL_LOCK, LOCK_PATH, REPO
 DOCKERFILE_PATH = IMAGE_DIR / "Dockerfile"
 
 LATEST = f"{REPOSITORY}:latest"
-BASE_REPOSITORY = "scicode-base"
-BASE_TAG_NAME = "bookworm-py311"
-BASE_TAG = f"{BASE_REPOSITORY}:{BASE_TAG_NAME}"
 ONLINE_BASE = "python:3.11-slim-bookworm"
 
 LABEL_VERSION = "org.scicode-harness.version"
 LABEL_RECIPE = "org.scicode-harness.recipe-digest"
-LABEL_BASE = "org.scicode-harness.base"
 LABEL_STAGE = "org.scicode-harness.stage"  # only on the Dockerfile's throwaway install stage
-
-DEBIAN_SUITE = "bookworm"
-DEBIAN_MIRROR = os.environ.get("SCICODE_HARNESS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-BASE_PACKAGES = ("python3", "python3-venv")
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Wheels for the image's interpreter, whatever the host runs.
 PIP_PLATFORM_ARGS = (
@@ -84,8 +76,6 @@ VERSIONS_SOURCE = (
     "print(json.dumps({'python': platform.python_version(), 'executable': sys.executable,\n"
     "                  'uid': os.getuid(), 'gid': os.getgid(), 'packages': pk}, sort_keys=True))\n"
 )
-
-Say = Callable[[str], None]   # where a build reports its lines (print, typer.echo)
 
 
 # ---------------------------------------------------------------- lock
@@ -140,184 +130,6 @@ def lock_versions() -> dict[str, str]:
     return {n: v for n, (v, _) in parse_lock().items()}
 
 
-# ---------------------------------------------------------------- docker client
-
-def docker_client(timeout: int = 120):
-    """A docker SDK client that answered ping, else ImageError."""
-    try:
-        import docker
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise ImageError("the docker Python SDK is not installed (pip install 'docker>=7.1')") from None
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except Exception as e:  # DockerException, requests errors, socket errors
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageError(f"cannot reach the Docker engine ({msg[:200]}); "
-                         "start one with scripts/ensure-docker.sh or set DOCKER_HOST") from None
-    return client
-
-
-# ---------------------------------------------------------------- helpers
-
-@contextlib.contextmanager
-def _build_lock():
-    """Serialise builds across processes (tests, CLI, other workers)."""
-    import fcntl
-    d = cache_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / "image-build.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _last_line(text: str, default: str = "") -> str:
-    for line in reversed((text or "").splitlines()):
-        line = line.strip()
-        if line:
-            return line[:300]
-    return default
-
-
-def _run_streaming(cmd: list[str], progress: Say, log_path: Path | None = None,
-                   env: dict | None = None, prefix: str = "") -> tuple[int, str]:
-    """Run cmd, forward each output line to progress, return (rc, last lines)."""
-    tail: list[str] = []
-    log = open(log_path, "w") if log_path else None
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace", env=env)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if log:
-                log.write(line)
-            line = line.rstrip()
-            if line:
-                tail = (tail + [line])[-20:]
-                progress(prefix + line)
-        rc = proc.wait()
-    finally:
-        if log:
-            log.close()
-    return rc, "\n".join(tail)
-
-
-def _mounts_under(root: Path) -> list[str]:
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return []
-    root_s = str(root.resolve())
-    points = []
-    for line in mounts:
-        parts = line.split()
-        if len(parts) > 1:
-            mp = parts[1].replace("\\040", " ")
-            if mp == root_s or mp.startswith(root_s + "/"):
-                points.append(mp)
-    return points
-
-
-def _umount_under(root: Path) -> list[str]:
-    """Unmount anything debootstrap left mounted below root (deepest first);
-    return what is still mounted."""
-    for mp in sorted(_mounts_under(root), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return _mounts_under(root)
-
-
-def _rm_rootfs(root: Path) -> None:
-    # never rmtree through a leftover bind mount (e.g. of the host's /dev or /proc)
-    left = _umount_under(root)
-    if left:
-        raise ImageError(f"cannot clean {root}: still mounted: {', '.join(left[:3])}; unmount and remove it by hand")
-    shutil.rmtree(root, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- offline base
-
-_ROOTFS_PRUNE = (
-    "var/cache/apt/archives/*.deb", "var/cache/apt/archives/partial/*", "var/cache/apt/*.bin",
-    "var/lib/apt/lists/*", "var/cache/debconf/*-old", "var/log/*", "debootstrap",
-    "usr/share/doc/*", "usr/share/man/*", "usr/share/info/*", "usr/share/locale/*",
-    "usr/share/lintian/*", "usr/share/linda/*", "var/cache/man/*", "tmp/*", "var/tmp/*",
-)
-
-
-def _prune_rootfs(root: Path) -> None:
-    for pattern in _ROOTFS_PRUNE:
-        for p in root.glob(pattern):
-            if p.is_symlink() or p.is_file():
-                p.unlink(missing_ok=True)
-            elif p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-    (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
-
-
-def ensure_base(client, progress: Say = print, force: bool = False) -> str:
-    """Make sure the debootstrapped base image exists; return its tag."""
-    if not force and _get(client, BASE_TAG) is not None:
-        progress(f"base image {BASE_TAG} present")
-        return BASE_TAG
-    debootstrap = shutil.which("debootstrap") or next(
-        (p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if os.path.exists(p)), None)
-    if not debootstrap:
-        raise ImageError("debootstrap not found: install it (apt-get install debootstrap, "
-                         "or run scripts/ensure-docker.sh) to build the offline base image")
-    if hasattr(os, "geteuid") and os.geteuid() != 0:
-        raise ImageError("debootstrap needs root to build the offline base image; "
-                         "run `scicode-harness image build` as root once, or use --no-offline with a registry")
-    if not shutil.which("tar"):
-        raise ImageError("tar not found; it is needed to import the debootstrapped rootfs")
-    # not /tmp: it may be a nodev tmpfs, where the chroot's /dev/null would not open
-    work = Path(tempfile.mkdtemp(prefix="scicode-base-",
-                                 dir="/var/tmp" if os.access("/var/tmp", os.W_OK) else None))
-    rootfs = work / "rootfs"
-    log_path = cache_dir() / "logs" / "debootstrap.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    try:
-        cmd = [debootstrap, "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-               DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR]
-        progress(f"debootstrap {DEBIAN_SUITE} ({','.join(BASE_PACKAGES)}) from {DEBIAN_MIRROR}")
-        rc, tail = _run_streaming(cmd, progress, log_path, prefix="  debootstrap: ")
-        if rc != 0:
-            raise ImageError(f"debootstrap failed (exit {rc}): {_last_line(tail, 'no output')} "
-                             f"(log: {log_path})")
-        check = subprocess.run(
-            ["chroot", str(rootfs), "/usr/bin/python3", "-c",
-             "import sys, ensurepip, venv; assert sys.version_info[:2] == (3, 11), sys.version"],
-            capture_output=True, text=True)
-        if check.returncode != 0:
-            raise ImageError("the debootstrapped python3 is unusable: "
-                             + _last_line(check.stderr + check.stdout, "unknown error"))
-        _prune_rootfs(rootfs)
-        tarball = work / "rootfs.tar"
-        tar = subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."],
-                             capture_output=True, text=True)
-        if tar.returncode != 0:
-            raise ImageError(f"tar of the base rootfs failed: {_last_line(tar.stderr, 'unknown error')}")
-        _rm_rootfs(rootfs)
-        progress(f"importing {BASE_TAG} ({tarball.stat().st_size / 2**20:.0f} MiB)")
-        try:
-            client.api.import_image_from_file(
-                str(tarball), repository=BASE_REPOSITORY, tag=BASE_TAG_NAME,
-                changes=[f"ENV PATH={BASE_PATH}", "ENV LANG=C.UTF-8",
-                         f"LABEL {LABEL_BASE}=debootstrap-{DEBIAN_SUITE}-{'+'.join(BASE_PACKAGES)}",
-                         'CMD ["python3"]'])
-        except Exception as e:
-            raise ImageError(f"docker import of the base failed: {_last_line(str(e), type(e).__name__)}") from None
-        if _get(client, BASE_TAG) is None:
-            raise ImageError(f"docker import finished but {BASE_TAG} is missing")
-        progress(f"base image {BASE_TAG} ready in {time.monotonic() - t0:.0f}s")
-        return BASE_TAG
-    finally:
-        _rm_rootfs(work)
-
-
 # ---------------------------------------------------------------- wheelhouse
 
 def wheelhouse_dir(digest: str | None = None) -> Path:
@@ -369,11 +181,11 @@ def ensure_wheelhouse(progress: Say = print) -> Path:
                                 "--require-hashes", "--progress-bar", "off", "-d", str(staging),
                                 *PIP_PLATFORM_ARGS, "-r", str(LOCK_PATH)]
         progress(f"downloading {len(lock)} wheels into {target}")
-        rc, tail = _run_streaming(cmd, progress, prefix="  pip: ")
+        rc, tail = run_streaming(cmd, progress, prefix="  pip: ")
         if rc != 0:
             errs = [l for l in tail.splitlines() if "ERROR" in l or "error" in l.lower()]
             raise ImageError(f"pip download of the lock failed (exit {rc}): "
-                             f"{_last_line(errs[-1] if errs else tail, 'no output')}")
+                             f"{last_line(errs[-1] if errs else tail, 'no output')}")
         for p in staging.iterdir():
             if not p.name.endswith(".whl"):
                 p.unlink()
@@ -426,9 +238,9 @@ def _stream_build(client, context: Path, buildargs: dict, nocache: bool, progres
     except ImageError:
         raise
     except Exception as e:
-        raise ImageError(f"docker build failed: {_last_line(str(e), type(e).__name__)}") from None
+        raise ImageError(f"docker build failed: {last_line(str(e), type(e).__name__)}") from None
     if error:
-        raise ImageError(f"docker build failed: {_last_line(error, 'unknown error')}")
+        raise ImageError(f"docker build failed: {last_line(error, 'unknown error')}")
     img = _get(client, image_id) if image_id else None
     if img is None:
         raise ImageError("docker build finished without reporting an image id")
@@ -447,12 +259,12 @@ def _run_short(client, image: str, source: str, timeout: float = 120.0) -> str:
         out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
         if result.get("StatusCode", 1) != 0:
             err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
-            raise ImageError(f"python3 in {image} failed: {_last_line(err, 'exit %s' % result.get('StatusCode'))}")
+            raise ImageError(f"python3 in {image} failed: {last_line(err, 'exit %s' % result.get('StatusCode'))}")
         return out
     except ImageError:
         raise
     except Exception as e:
-        raise ImageError(f"running a container from {image} failed: {_last_line(str(e), type(e).__name__)}") from None
+        raise ImageError(f"running a container from {image} failed: {last_line(str(e), type(e).__name__)}") from None
     finally:
         with contextlib.suppress(Exception):
             container.remove(force=True, v=True)
@@ -475,7 +287,7 @@ def build(offline: bool = True, force: bool = False, progress: Say = print, clie
     client = client or docker_client(timeout=900)
     digest, recipe, tag = lock_digest(), recipe_digest(), default_tag()
     t0 = time.monotonic()
-    with _build_lock():
+    with build_lock():
         if not force:
             img = _get(client, tag)
             if img is not None and _labels(img).get(LABEL_LOCK) == digest \
