@@ -10,6 +10,8 @@ import ast
 from functools import lru_cache
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "harness"
 
@@ -126,26 +128,17 @@ def test_every_layer_imports_only_its_own_rank_and_below():
     assert not bad, bad
 
 
-def test_the_bottom_imports_nothing_above_it():
+@pytest.mark.parametrize("package, may_import", [
+    ("harness.errors", ("harness.errors",)),
+    ("harness.util", ("harness.util", "harness.errors")),                        # the bottom
+    ("harness.sandbox", ("harness.sandbox", "harness.util", "harness.errors")),  # nothing above it
+    ("harness.data", ("harness.data", "harness.util", "harness.errors")),        # no sandbox, no run
+])
+def test_a_package_imports_only_what_it_may(package, may_import):
     for m in modules():
-        if _under(m, "harness.errors", "harness.util"):
-            assert not {i for i in harness_imports(m) if not _under(i, "harness.util", "harness.errors")}, m
-
-
-def test_sandbox_imports_nothing_above_it():
-    for m in modules():
-        if _under(m, "harness.sandbox"):
-            above = {i for i in harness_imports(m)
-                     if not _under(i, "harness.sandbox", "harness.util", "harness.errors")}
-            assert not above, f"{m} imports {sorted(above)}"
-
-
-def test_data_imports_only_the_layers_below():
-    for m in modules():
-        if _under(m, "harness.data"):
-            above = {i for i in harness_imports(m)
-                     if not _under(i, "harness.data", "harness.util", "harness.errors")}
-            assert not above, f"{m} imports {sorted(above)}"
+        if _under(m, package):
+            other = {i for i in harness_imports(m) if not _under(i, *may_import)}
+            assert not other, f"{m} imports {sorted(other)}"
 
 
 def test_build_is_imported_only_by_the_command_lines():

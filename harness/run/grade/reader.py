@@ -73,7 +73,7 @@ class TargetReader:
     def close(self, wait: float = 2.0) -> bool:
         """Stop after the read in flight, close the file, join; True if the thread ended.
         A read still running after `wait` s keeps its (daemon) thread: the process then
-        leaves without interpreter finalization (cli_eval._leave), never blocking on it."""
+        leaves without interpreter finalization (cli.evaluate._leave), never blocking on it."""
         self.closed = True
         self.requests.put(None)
         self.thread.join(timeout=wait)
