@@ -49,17 +49,17 @@ def test_real_pull_from_pypi_verifies_every_file(pulled, monkeypatch):
     assert msgs == [f"SciCode data already present and verified in {pulled}"]
 
 
-def test_split_sizes_and_scored_steps(ready):
+def test_split_sizes_and_asked_steps(ready):
     test, dev, both = D.load_problems("test"), D.load_problems("dev"), D.load_problems("all")
     assert (len(test), len(D.step_ids(test))) == (65, 291)
     assert (len(dev), len(D.step_ids(dev))) == (15, 50)
     assert [p["problem_id"] for p in both] == [p["problem_id"] for p in test + dev]
-    assert len(D.scored_steps(test)) == 288
-    assert len(D.scored_steps(dev)) == 50
-    assert len(D.scored_steps(both)) == 338
+    assert len(D.asked_steps(test)) == 288
+    assert len(D.asked_steps(dev)) == 50
+    assert len(D.asked_steps(both)) == 338
     assert sum(D.tests_per_step(test).values()) == 915
     assert sum(D.tests_per_step(dev).values()) == 167
-    assert set(D.step_ids(test)) - set(D.scored_steps(test)) == set(D.SKIPPED_STEPS)
+    assert set(D.step_ids(test)) - set(D.asked_steps(test)) == set(D.SKIPPED_STEPS)
     with pytest.raises(D.DataError, match="unknown split"):
         D.load_problems("train")
 

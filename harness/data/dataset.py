@@ -238,8 +238,9 @@ def step_ids(problems: Iterable[dict]) -> list[str]:
     return [s["step_number"] for p in problems for s in p["sub_steps"]]
 
 
-def scored_steps(problems: Iterable[dict]) -> list[str]:
-    """Step ids that are generated and scored (all but SKIPPED_STEPS): 288 test, 50 dev."""
+def asked_steps(problems: Iterable[dict]) -> list[str]:
+    """Step ids the model is asked for (all but the never-asked SKIPPED_STEPS): 288 test, 50 dev.
+    (What a run scores is run.score.scored_steps: the steps with test cases.)"""
     return [s for s in step_ids(problems) if s not in SKIPPED_STEPS]
 
 
