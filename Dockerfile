@@ -1,6 +1,6 @@
 # scicode-harness: a NeMo Evaluator-compatible SciCode container.
 #
-# Built by `make container` / `python -m harness.build.container`, which assembles a
+# Built by `make container` / `python -m harness.cli.container`, which assembles a
 # small temporary build context (never the repository itself):
 #
 #   Dockerfile                          this file

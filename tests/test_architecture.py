@@ -29,8 +29,6 @@ ENVIRON_READERS = {
     "harness.run.generate": "API_KEY (a GenConfig built without a key)",
     "harness.pipeline": "SCICODE_API_KEY_NAME, API_KEY, SCICODE_GEN_BACKOFF_BASE",
 }
-# Modules that run as a program of their own (`python -m`): their argparse is their command line.
-ARGPARSE_PROGRAMS = {"harness.build.container"}
 
 
 def _module_name(path: Path) -> str:
@@ -151,7 +149,7 @@ def test_build_is_imported_only_by_the_command_lines():
 
 def test_only_the_command_lines_see_argparse_or_typer():
     for m in modules():
-        if _under(m, "harness.cli") or m in ARGPARSE_PROGRAMS:
+        if _under(m, "harness.cli"):
             continue
         seen = {i for i in imports(m) if i.split(".")[0] in ("argparse", "typer", "click")}
         assert not seen, f"{m} imports {sorted(seen)}: parse arguments in harness/cli"

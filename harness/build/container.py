@@ -1,6 +1,6 @@
 """The harness container (`make container`): a NeMo Evaluator-compatible image.
 
-    python -m harness.build.container [--force] [--base-image NAME] [--with-test-data]
+    python -m harness.cli.container [--force] [--base-image NAME] [--with-test-data]
 
 The top-level ``Dockerfile`` is built from a small temporary context that this
 module assembles; the repository itself is never the context, so ``.venv``,
@@ -31,13 +31,11 @@ results are missing; the image build itself is offline.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 import time
@@ -336,38 +334,3 @@ def build(force: bool = False, base_image: str | None = None, with_test_data: bo
                  f"{(img.attrs.get('Size') or 0) / 1e6:.0f} MB) in {seconds:.0f}s")
         return BuildResult(image_id, [LATEST, f"{REPOSITORY}:{version}"], digest, False, seconds,
                            img.attrs.get("Size"), steps)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.build.container",
-                                 description="Build the NeMo Evaluator-compatible harness container "
-                                             f"({LATEST}) offline.")
-    ap.add_argument("--force", action="store_true", help="rebuild even if an image with the same inputs exists")
-    ap.add_argument("--base-image", default=None,
-                    help=f"registry base image (e.g. {ONLINE_BASE}) instead of the offline debootstrap base")
-    ap.add_argument("--with-test-data", action="store_true",
-                    help="bake the verified test_data.h5 (about 1 GB) into the image")
-    ap.add_argument("--quiet", "-q", action="store_true", help="print only the image id")
-    args = ap.parse_args(argv)
-
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(line, flush=True)
-
-    try:
-        res = build(force=args.force, base_image=args.base_image, with_test_data=args.with_test_data,
-                    progress=progress)
-    except ContainerError as e:
-        print(f"container: {e}", file=sys.stderr)
-        return 1
-    if args.quiet:
-        print(res.image_id)
-    else:
-        print(json.dumps({"image": res.image_id, "tags": res.tags, "skipped": res.skipped,
-                          "seconds": res.seconds, "size_mb": round((res.size_bytes or 0) / 1e6),
-                          "steps": res.steps}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
