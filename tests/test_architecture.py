@@ -20,12 +20,10 @@ MAX_FUNCTION_LINES = 80
 # Who may read os.environ outside the command lines (cli/) and the build tooling (build/),
 # and what for. A typed run config built in cli/ would shorten this list.
 ENVIRON_READERS = {
-    "harness.util.paths": "SCICODE_HARNESS_CACHE / XDG_CACHE_HOME: where the cache is",
+    "harness.util.paths": "where things are: the cache, the step history, the sandbox image recipe",
     "harness.util.faultpoint": "SCICODE_FAULT_PAUSE: the fault suite's test seam",
     "harness.sandbox.runtime": "SCICODE_SANDBOX_START_TIMEOUT",
-    "harness.sandbox.image_lookup": "SCICODE_HARNESS_IMAGE_DIR: the sandbox image recipe",
     "harness.data.testdata": "SCICODE_TEST_DATA, SSL_CERT_FILE/SSL_CERT_DIR",
-    "harness.run.schedule": "the step-duration history's path",
     "harness.run.generate": "API_KEY (a GenConfig built without a key)",
     "harness.pipeline": "SCICODE_API_KEY_NAME, API_KEY, SCICODE_GEN_BACKOFF_BASE",
 }

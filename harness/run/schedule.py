@@ -11,7 +11,6 @@ import heapq
 import itertools
 import json
 import math
-import os
 import threading
 import time
 from concurrent.futures import Future
@@ -21,12 +20,12 @@ from typing import Callable, Optional
 from harness.util import paths
 
 UNKNOWN = 2.0      # seconds assumed for a step never seen: above a light step (~0.5 s)
-FILE = "step_seconds.json"
-ENV_PATH = "SCICODE_STEP_HISTORY"   # another file for the history (tests use their own)
+FILE = paths.STEP_HISTORY_FILE
+ENV_PATH = paths.ENV_STEP_HISTORY
 
 
 def default_path() -> Path:
-    return Path(os.environ[ENV_PATH]) if os.environ.get(ENV_PATH) else paths.cache_dir() / FILE
+    return paths.step_history_path()
 
 
 class History:

@@ -7,13 +7,12 @@ the Docker backend finds it here at run time, so the sandbox never imports the b
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.util.paths import sandbox_image_dir
 
-IMAGE_DIR = Path(os.environ.get("SCICODE_HARNESS_IMAGE_DIR")
-                 or Path(__file__).resolve().parents[2] / "sandbox_image")
+IMAGE_DIR = sandbox_image_dir(Path(__file__).resolve().parents[2] / "sandbox_image")
 LOCK_PATH = IMAGE_DIR / "requirements.lock"
 REPOSITORY = "scicode-sandbox"
 LABEL_LOCK = "org.scicode-harness.lock-digest"

@@ -5,6 +5,9 @@ import shutil
 from pathlib import Path
 
 ENV_CACHE = "SCICODE_HARNESS_CACHE"
+ENV_STEP_HISTORY = "SCICODE_STEP_HISTORY"   # another file for the step-duration history (tests use their own)
+STEP_HISTORY_FILE = "step_seconds.json"
+ENV_IMAGE_DIR = "SCICODE_HARNESS_IMAGE_DIR"   # another sandbox image recipe (Dockerfile + lock)
 
 
 def cache_dir() -> Path:
@@ -21,6 +24,18 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def step_history_path() -> Path:
+    """The step-duration history (run.schedule): $SCICODE_STEP_HISTORY, else in the cache dir."""
+    if os.environ.get(ENV_STEP_HISTORY):
+        return Path(os.environ[ENV_STEP_HISTORY])
+    return cache_dir() / STEP_HISTORY_FILE
+
+
+def sandbox_image_dir(default: Path) -> Path:
+    """The sandbox image recipe: $SCICODE_HARNESS_IMAGE_DIR, else `default` (sandbox_image/)."""
+    return Path(os.environ.get(ENV_IMAGE_DIR) or default)
 
 
 def targets_path(split: str = "dev") -> Path:
