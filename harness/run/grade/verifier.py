@@ -21,6 +21,8 @@ START_TIMEOUT = 120.0
 
 
 def _source() -> str:
+    # These bytes are part of every cached verdict's key (pipeline.Engine.grading_key): an edit
+    # to verifier_main.py, even to its docstring, re-runs every candidate of a resumed run.
     codec_src = (_SANDBOX / "codec.py").read_text()
     cmp_src = (_SANDBOX / "shim_cmp.py").read_text()
     main_src = (_HERE / "verifier_main.py").read_text()

@@ -8,7 +8,7 @@ numpy/scipy, not the harness's.
 Protocol, one JSON object per line each way:
   hello (first line out): {"hello": 1, "versions": {...}}
   in:  {"id", "deps", "checks": [{"program", "target", "records"}]}
-       program: the verifier half of a test (harness.run.grade.split); target: codec-encoded
+       program: the verifier half of a test (harness.grade.split); target: codec-encoded
        (trusted); records: the sandbox's encoded value entries for that test (untrusted).
   out: {"id", "results": [{"status": "pass"|"fail"|"error", "error": str|null}]}
 
