@@ -1,6 +1,6 @@
 # scicode-harness: a NeMo Evaluator-compatible SciCode container.
 #
-# Built by `make container` / `python -m harness.container`, which assembles a
+# Built by `make container` / `python -m harness.cli.container`, which assembles a
 # small temporary build context (never the repository itself):
 #
 #   Dockerfile                          this file
@@ -56,7 +56,7 @@ RUN /opt/venv/bin/scicode-harness data pull --from /tmp/scicode-data \
  && if [ -f /tmp/scicode-testdata/test_data.h5 ]; then \
         mkdir -p /opt/scicode-cache/test_data \
      && mv /tmp/scicode-testdata/test_data.h5 /opt/scicode-cache/test_data/test_data.h5 \
-     && /opt/venv/bin/python -c "from harness.testdata import default_path, verify_test_data; verify_test_data(default_path()); print('test_data.h5 verified')"; \
+     && /opt/venv/bin/python -c "from harness.data.testdata import default_path, verify_test_data; verify_test_data(default_path()); print('test_data.h5 verified')"; \
     fi \
  && /opt/venv/bin/nemo-evaluator ls > /tmp/ls.txt 2>&1 \
  && for t in scicode scicode_background scicode_aa_v2 aa_scicode; do grep -q "\* $t\$" /tmp/ls.txt || { cat /tmp/ls.txt; exit 1; }; done \

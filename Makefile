@@ -48,7 +48,7 @@ bench: setup
 	$(PY) bench/run_all.py
 
 container: setup
-	$(PY) -m harness.container
+	$(PY) -m harness.cli.container
 
 clean:
 	rm -rf $(VENV) build *.egg-info

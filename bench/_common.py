@@ -79,7 +79,7 @@ def machine_info() -> dict:
         info["docker"] = v.get("Version")
         info["cgroup"] = f"{d.get('CgroupDriver')} v{d.get('CgroupVersion')}"
         info["runtime"] = d.get("DefaultRuntime")
-        from harness import image as himage
+        from harness.sandbox import image_lookup as himage
         img = himage.find_image(c)
         if img is not None:
             info["image"] = (img.attrs.get("RepoTags") or [img.id])[0]
@@ -94,7 +94,7 @@ def image_versions() -> dict:
     """numpy/scipy/python inside the sandbox image (one short container)."""
     try:
         import docker
-        from harness import image as himage
+        from harness.sandbox import image_lookup as himage
         c = docker.from_env(timeout=60)
         img = himage.find_image(c)
         out = c.containers.run(img.id, ["python3", "-c",
@@ -270,8 +270,8 @@ def ensure_history(workers: int = 2) -> int:
     from the same schedule (longest expected step first). Missing steps are learned by
     one untimed gold dev run in the Docker sandbox, as a user's first run would. Returns
     how many steps were missing."""
-    from harness import dataset
-    from harness.schedule import History
+    from harness.data import dataset
+    from harness.run.schedule import History
     steps = [s["step_number"] for p in dataset.load_problems("dev") for s in p["sub_steps"]
              if s["step_number"] not in dataset.SKIPPED_STEPS]
     h = History()
@@ -334,7 +334,7 @@ def pure_python_speed() -> dict:
     out["harness_python"] = median(host)
     try:
         import docker
-        from harness import image as himage
+        from harness.sandbox import image_lookup as himage
         c = docker.from_env(timeout=60)
         img = himage.find_image(c)
         vals = []

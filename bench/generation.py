@@ -31,13 +31,13 @@ ANSWER = "```python\ndef bench_stub():\n    return None\n```"
 
 
 def critical_steps(split: str = "dev") -> int:
-    from harness import dataset
+    from harness.data import dataset
     return max(sum(1 for s in p["sub_steps"] if s["step_number"] not in dataset.SKIPPED_STEPS)
                for p in dataset.load_problems(split))
 
 
 def total_requests(split: str, n: int) -> int:
-    from harness import dataset
+    from harness.data import dataset
     return n * sum(1 for p in dataset.load_problems(split) for s in p["sub_steps"]
                    if s["step_number"] not in dataset.SKIPPED_STEPS)
 

@@ -33,7 +33,7 @@ def job() -> Job:
 
 
 def make(kind: str, workers: int, image, warm_size=None):
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     if kind == "process":
         return get_backend("process", workers=workers, limits=LIMITS)
     return get_backend("docker", image=image, explicit_image=bool(image), workers=workers,

@@ -27,7 +27,7 @@ sandboxed execution of the same candidates with the same targets.
   --wrong-all includes them).
 * NVIDIA's side runs the candidates in its own order (see nv_order); ours submits
   them in that order to the pipeline's priority pool, which starts the longest
-  expected step first (harness.schedule; the history comes from earlier runs or
+  expected step first (harness.run.schedule; the history comes from earlier runs or
   `targets build`). `--fifo` keeps NVIDIA's order on our side too.
 * Two groups are timed separately, each NVIDIA vs ours: the gold run's candidates
   (what `scicode_eval` generates against the reference endpoint: the headline
@@ -89,7 +89,7 @@ def ensure_nv_venv() -> Path:
     py = NV_VENV / "bin" / "python"
     stamp = NV_VENV / ".bench-ok"
     base = nv_base_python()
-    from harness import image as himage
+    from harness.build import image as himage
     pins = himage.lock_versions()
     pkgs = [f"nvidia-scicode=={NV_VERSION}"] + [f"{n}=={pins[n]}" for n in
                                                ("numpy", "scipy", "h5py", "sympy", "matplotlib") if n in pins]
@@ -128,7 +128,8 @@ def nv_script_overhead(py: Path, data: Path, reps: int = 3) -> float:
 # ------------------------------------------------------------------------ candidates
 def candidates(modes, wrong_all: bool) -> list[dict]:
     """[{mode, sample, problem, index, step_id, code, chain}] as scicode_eval would test them."""
-    from harness import dataset, prompts
+    from harness.data import dataset
+    from harness.run import prompts
     from harness.reference import StepIndex, answer_for
     problems = dataset.load_problems("dev")
     index = StepIndex(problems)
@@ -180,7 +181,7 @@ def nv_order(cands: list[dict], tag: str) -> list[dict]:
 
 
 def run_nvidia(py: Path, cands: list[dict], workers: int, targets: Path, tag: str) -> dict:
-    from harness import assemble
+    from harness.run import candidate
     base = fresh_dir(f"vs_nvidia/{tag}-nv")
     code_dir = base / "generated_code"
     d = code_dir / MODEL / "without_background"
@@ -188,12 +189,12 @@ def run_nvidia(py: Path, cands: list[dict], workers: int, targets: Path, tag: st
     for c in cands:   # NVIDIA's saved file: dependencies, earlier steps' code, this step's code
         p = c["problem"]
         (d / f"{p['problem_id']}.{c['index'] + 1}_{c['sample']}.py").write_text(
-            assemble.program(p["required_dependencies"], c["chain"], c["code"]), encoding="utf-8")
+            candidate.program(p["required_dependencies"], c["chain"], c["code"]), encoding="utf-8")
     data = base / "data"
     data.mkdir()
     os.symlink(targets, data / "test_data.h5")
     problems = base / "problems_dev.jsonl"
-    from harness import dataset
+    from harness.data import dataset
     problems.write_text("".join(json.dumps(p) + "\n" for p in dataset.load_problems("dev")), encoding="utf-8")
     work = base / "cwd"
     work.mkdir()
@@ -243,10 +244,11 @@ def run_ours(cands: list[dict], workers: int, targets: Path, tag: str, backend: 
     """Our execution as `scicode_eval` does it: the pipeline's priority pool, longest
     expected step first by the step-duration history in the harness cache (what any
     earlier run or `targets build` left there; read, never written here), else FIFO."""
-    from harness import assemble, h5targets
+    from harness.run import candidate
+    from harness.data import h5targets
     from harness.sandbox import Limits
-    from harness.sandbox.select import get_backend
-    from harness.schedule import History, PriorityPool
+    from harness.sandbox.registry import get_backend
+    from harness.run.schedule import History, PriorityPool
     lock = threading.Lock()
     limits = Limits()           # the pipeline's defaults: 1800 s, 4g, 1 CPU
     history = History()
@@ -261,11 +263,11 @@ def run_ours(cands: list[dict], workers: int, targets: Path, tag: str, backend: 
             tg = h5targets.read_step_targets(targets, c["step_id"], len(step["test_cases"]))
             left[0] -= 1
             be.jobs_left(left[0])
-        cand = assemble.Candidate(p["problem_id"], c["step_id"], c["index"], c["sample"], c["code"], c["chain"])
-        job = assemble.build_job(cand, p, tg, limits)
+        cand = candidate.Candidate(p["problem_id"], c["step_id"], c["index"], c["sample"], c["code"], c["chain"])
+        job = candidate.build_job(cand, p, tg, limits)
         del tg
         o = be.run(job)
-        status, _ = assemble.verdict(o)
+        status, _ = candidate.verdict(o)
         return (c["sample"], c["step_id"]), status, o.duration
 
     t0 = time.monotonic()
@@ -314,7 +316,7 @@ GROUPS = (("gold run", ("gold",)), ("failing answers", ("wrong", "exit", "raise"
 def run(workers: int = 2, rounds: int = 1, modes=MODES, wrong_all: bool = False, fifo: bool = False) -> dict:
     """Time each group of candidates separately (the gold run's code; the failing
     answers), NVIDIA and ours alternated per round; compare verdicts over all."""
-    from harness.paths import targets_path
+    from harness.util.paths import targets_path
     targets = targets_path("dev")
     if not targets.is_file():
         raise SystemExit(f"dev targets not found at {targets}: scicode-harness targets build --split dev")
@@ -406,7 +408,7 @@ def markdown(res: dict) -> str:
           f"mmap/munmap per large array, and numpy asks for no huge pages. Summed job time: ours "
           f"{g0['ours_job_seconds']:.1f} s against NVIDIA's summed script time {g0['nv_script_seconds']:.1f} s "
           f"(see 10.11 below).",
-          "- **Order** (`harness.schedule`): NVIDIA maps its scripts in directory order, so a heavy step that "
+          "- **Order** (`harness.run.schedule`): NVIDIA maps its scripts in directory order, so a heavy step that "
           "starts late runs alone at the end; ours starts the longest expected step first."
           + (f" The same candidates in NVIDIA's order took {g0['ours_fifo_wall']:.1f} s on ours "
              f"({g0['ours_fifo_wall'] / g0['nv_wall']:.2f} of NVIDIA)." if g0.get("ours_fifo_wall") else ""),

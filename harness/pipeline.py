@@ -12,17 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from harness import assemble, dataset, prompts, report, schedule, score
-from harness.sandbox import JOB_ENV, cleanup
-from harness.store import make_key
-from harness.outputs import OutputError, output as _output, setup_logging as _setup_logging
-from harness.progress import Progress
+from harness.data import dataset, h5targets, testdata
+from harness.errors import UserError
+from harness.run import candidate, generate, grade, prompts, report, schedule, score
+from harness.run.grade.reader import ReaderClosed, TargetReader
+from harness.run.grade.verifier import VERIFIER_SOURCE, Verifier, VerifierError
+from harness.run.outputs import OutputError, output as _output, setup_logging as _setup_logging
+from harness.run.preflight import check_endpoint
+from harness.run.store import Store, make_key
+from harness.sandbox import JOB_ENV, Limits, cleanup
+from harness.sandbox.registry import get_backend
+from harness.util import faultpoint
+from harness.util.paths import sha256_file, targets_path
+from harness.util.progress import Progress
 
 log = logging.getLogger("scicode_eval")
-
-
-class UserError(Exception):
-    """Bad input or environment; one line, exit 2, nothing generated."""
 
 
 class InfraError(Exception):
@@ -69,16 +73,11 @@ def resolve_split(args) -> str:
     return args.split or ("all" if args.include_dev else "test")
 
 
-def resolve_test_data(args, split: str) -> Path:
-    from harness import testdata
-    try:
-        path = testdata.resolve_test_data(args.test_data)
-    except testdata.TestDataError as e:
-        raise UserError(str(e)) from None
+def require_test_data(args, split: str) -> Path:
+    path = testdata.resolve_test_data(args.test_data)
     if args.test_data is not None and (path is None or not Path(path).is_file()):
         raise UserError(f"test data not found: {args.test_data}")
     if path is None and split == "dev":
-        from harness.paths import targets_path
         own = targets_path("dev")
         path = own if own.is_file() else None
     if path is None:
@@ -91,7 +90,6 @@ def resolve_test_data(args, split: str) -> Path:
 
 def check_test_data(path: Path, problems: list[dict], allow_missing: bool = False) -> list[str]:
     """Steps the file lacks; an error unless allow_missing (then they score as no_target)."""
-    from harness import h5targets
     need = {s["step_number"]: len(s["test_cases"]) for p in problems for s in p["sub_steps"]
             if s.get("test_cases")}
     try:
@@ -108,7 +106,6 @@ def check_test_data(path: Path, problems: list[dict], allow_missing: bool = Fals
 
 
 def gen_config(args):
-    from harness import generate
     key_name = os.environ.get("SCICODE_API_KEY_NAME")
     api_key = os.environ.get("API_KEY") or None
     if key_name and not api_key:
@@ -123,28 +120,18 @@ def gen_config(args):
 
 
 def prepare(args) -> Run:
-    from harness.sandbox import Limits
     split = resolve_split(args)
     runtime = getattr(args, "sandbox_runtime", None)
     if args.sandbox == "process" and runtime not in (None, "runc"):   # before the endpoint check
         raise UserError(f"--sandbox-runtime {runtime} needs the docker sandbox, not --sandbox process")
-    try:
-        problems = (dataset.read_jsonl(args.problems) if args.problems else dataset.load_problems(split))
-        tname = prompts.template_name(args.with_background, args.prompt_template_type)
-        template = dataset.template(tname)
-        regex = dataset.regex(args.regex_path) if args.regex_path else None
-    except dataset.DataError as e:
-        raise UserError(str(e)) from None
-    from harness.cli_eval import parse_fail_under
-    try:
-        parse_fail_under(args.fail_under)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    problems = (dataset.read_jsonl(args.problems) if args.problems else dataset.load_problems(split))
+    tname = prompts.template_name(args.with_background, args.prompt_template_type)
+    template = dataset.template(tname)
+    regex = dataset.regex(args.regex_path) if args.regex_path else None
     if args.limit_samples:
         problems = problems[: args.limit_samples]
-    test_data = resolve_test_data(args, split)
+    test_data = require_test_data(args, split)
     no_target = check_test_data(test_data, problems, getattr(args, "allow_missing_targets", False))
-    from harness.dataset import sha256_file
     cfg = gen_config(args)
     limits = Limits(timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus)
     run = Run(args=args, problems=problems, split=split, test_data=test_data, gen_cfg=cfg,
@@ -154,7 +141,6 @@ def prepare(args) -> Run:
     run.no_target = set(no_target)
     run.grading = getattr(args, "grading", None) or "strict"
     if run.grading == "strict":
-        from harness import grade
         for p in problems:
             for i, step in enumerate(p["sub_steps"]):
                 if step.get("test_cases"):
@@ -163,27 +149,20 @@ def prepare(args) -> Run:
 
 
 def open_backend(run: Run, workers: int):
-    from harness.sandbox import SandboxUnavailable
-    from harness.sandbox.select import get_backend
-    try:
-        return get_backend(run.args.sandbox, image=run.args.sandbox_image,
-                           explicit_image=bool(run.args.sandbox_image), workers=workers,
-                           run_id=uuid.uuid4().hex[:12], limits=run.limits,
-                           runtime=getattr(run.args, "sandbox_runtime", None))
-    except SandboxUnavailable as e:
-        raise UserError(str(e)) from None
+    return get_backend(run.args.sandbox, image=run.args.sandbox_image,
+                       explicit_image=bool(run.args.sandbox_image), workers=workers,
+                       run_id=uuid.uuid4().hex[:12], limits=run.limits,
+                       runtime=getattr(run.args, "sandbox_runtime", None))
 
 
 # ---------------------------------------------------------------- stages
 class Engine:
     def __init__(self, run: Run, workers: int, progress: Progress):
-        from harness.generate import Client
-        from harness.store import Store
         self.run, self.progress = run, progress
         cache = run.out / "scicode_cache"
         self.gens = Store(cache / "generations.jsonl")
         self.verdicts = Store(cache / "verdicts.jsonl")
-        self.client = Client(run.gen_cfg)
+        self.client = generate.Client(run.gen_cfg)
         self.history = schedule.History()   # longest expected job first
         self.pool = schedule.PriorityPool(workers, name="sandbox")
         from concurrent.futures import ThreadPoolExecutor
@@ -197,10 +176,8 @@ class Engine:
         self.prompt_dir = run.out / "prompt" / name / bg
         self.code_dir = run.out / "generated_code" / name / bg
         self.infra: Optional[str] = None
-        from harness.grade import GRADING_VERSION
         if run.grading == "strict":   # a new verifier program means new verdicts
-            from harness.grade.verifier import VERIFIER_SOURCE
-            self.grading_key = [GRADING_VERSION, make_key(verifier=VERIFIER_SOURCE)]
+            self.grading_key = [grade.GRADING_VERSION, make_key(verifier=VERIFIER_SOURCE)]
         else:
             self.grading_key = "inprocess"
         # candidates that may still need a sandbox: the backend warms no more containers than this
@@ -248,7 +225,7 @@ class Engine:
                 continue
             code = prompts.extract_code(answer, run.regex)
             _output(self._save, problem["problem_id"], idx, sample, prompt, code, codes)
-            cand = assemble.Candidate(problem["problem_id"], sid, idx, sample, code, list(codes))
+            cand = candidate.Candidate(problem["problem_id"], sid, idx, sample, code, list(codes))
             self.exec_tasks.append(asyncio.ensure_future(self.execute(cand, problem)))
             codes.append(code)
 
@@ -280,7 +257,6 @@ class Engine:
 
     def _targets(self, step_id: str, n: int) -> list:
         from concurrent.futures import CancelledError
-        from harness.grade.reader import ReaderClosed
         try:   # one reader thread owns every h5py handle (no lock left held at exit)
             return self.run.reader.get(step_id, n)
         except (CancelledError, ReaderClosed):
@@ -290,9 +266,7 @@ class Engine:
         run = self.run
         step = problem["sub_steps"][cand.index]
         if run.grading != "strict":
-            return assemble.verdict(outcome)
-        from harness import grade
-        from harness.grade.verifier import VerifierError
+            return candidate.verdict(outcome)
         try:
             return grade.grade(outcome, run.splits[cand.step_id], problem["required_dependencies"],
                                lambda: self._targets(cand.step_id, len(step["test_cases"])),
@@ -313,7 +287,7 @@ class Engine:
         # targets are named by the data file's hash and the step, so keys never copy large arrays
         tests = ([[sp.sandbox, sp.verifier] for sp in run.splits[cand.step_id]]
                  if run.grading == "strict" else step["test_cases"])   # what actually runs
-        key = make_key(code=assemble.program(problem["required_dependencies"], cand.chain, cand.code),
+        key = make_key(code=candidate.program(problem["required_dependencies"], cand.chain, cand.code),
                        tests=tests, targets=[run.test_data_id, cand.step_id],
                        image=run.backend.image, backend=run.backend.name, env=JOB_ENV,
                        runtime=run.backend.runtime,
@@ -324,11 +298,11 @@ class Engine:
         if rec is not None:
             return "rec", dict(rec, key=key)
         if run.grading == "strict":   # the sandbox gets the program and tests, never targets
-            job = assemble.build_job(cand, problem, None, run.limits,
-                                     tests=grade_tests(run.splits[cand.step_id]))
+            job = candidate.build_job(cand, problem, None, run.limits,
+                                     tests=grade.sandbox_tests(run.splits[cand.step_id]))
         else:
             targets = self._targets(cand.step_id, len(step["test_cases"]))
-            job = assemble.build_job(cand, problem, targets, run.limits)
+            job = candidate.build_job(cand, problem, targets, run.limits)
             del targets  # only the encoded copy travels on
         for attempt in range(1 + INFRA_RETRIES):
             if attempt and not self._pause(INFRA_BACKOFF[min(attempt, len(INFRA_BACKOFF)) - 1]):
@@ -363,7 +337,7 @@ class Engine:
         graded = time.monotonic() - t0
         if status in ("pass", "fail"):   # the tests ran: a fair measure of the step's cost
             self.history.record(cand.step_id, outcome.duration)
-        rec = {"status": status, "tests": tests, "error": assemble.error_summary(outcome, tests),
+        rec = {"status": status, "tests": tests, "error": candidate.error_summary(outcome, tests),
                "exit_code": outcome.exit_code, "duration": round(outcome.duration, 3),
                "grade_seconds": round(graded, 3), "stdout_tail": outcome.stdout[-2000:],
                "stderr_tail": outcome.stderr[-2000:],
@@ -416,11 +390,7 @@ def run(args) -> int:
         _setup_logging(log_dir, args.quiet)
     except OSError as e:
         raise UserError(f"cannot write the log directory {log_dir}: {e}") from None
-    from harness.preflight import EndpointError, check_endpoint
-    try:
-        asyncio.run(check_endpoint(run_.gen_cfg))
-    except EndpointError as e:
-        raise UserError(str(e)) from None
+    asyncio.run(check_endpoint(run_.gen_cfg))
     workers = args.eval_threads or os.cpu_count() or 1
     run_.backend = open_backend(run_, workers)
     try:
@@ -460,14 +430,8 @@ def run(args) -> int:
                         "is kept, rerun to resume") from None
 
 
-def grade_tests(splits) -> list[str]:
-    from harness import grade
-    return grade.sandbox_tests(splits)
-
-
 def start_grading(run_: Run) -> None:
     """Targets reader, and (strict) the verifier, started before any job."""
-    from harness.grade.reader import TargetReader
     run_.reader = TargetReader(run_.test_data)
     if run_.grading != "strict":
         msg = ("--grading inprocess: model code shares a process with targets and verdicts and can "
@@ -475,7 +439,6 @@ def start_grading(run_: Run) -> None:
         log.warning(msg)
         print(f"scicode_eval: warning: {msg}", file=sys.stderr)
         return
-    from harness.grade.verifier import Verifier, VerifierError
     run_.verifier = Verifier(run_.backend)
     try:
         run_.verifier.start()
@@ -495,9 +458,8 @@ def finish(run_: Run, seconds: float) -> int:
     args = run_.args
     verdicts = {(r["sample"], r["step_id"]): r["status"] for r in run_.records}
     sc = score.score(run_.problems, verdicts, args.n_samples)
-    records = sorted(run_.records, key=lambda r: (r["sample"], _step_order(r["step_id"])))
+    records = sorted(run_.records, key=lambda r: (r["sample"], dataset.step_key(r["step_id"])))
     run_.out.mkdir(parents=True, exist_ok=True)
-    from harness import faultpoint
     faultpoint.point("report")
     report.write_records(run_.out / "records.jsonl", records)
     path = report.results_path(run_.out, args.model, args.with_background)
@@ -517,8 +479,7 @@ def finish(run_: Run, seconds: float) -> int:
         print(f"scicode_eval: {gen_errors} step(s) without a model answer after retries "
               f"(more than --max-gen-errors {args.max_gen_errors}); first: {first}", file=sys.stderr)
         return EXIT_GEN_ERRORS
-    from harness.cli_eval import parse_fail_under
-    floors = parse_fail_under(args.fail_under)
+    floors = args.fail_under or {}   # parsed by the command line (cli.evaluate.parse_fail_under)
     below = [k for k, v in floors.items() if (sc.steps if k == "steps" else sc.problems) < v]
     if below:
         print(f"scicode_eval: below --fail-under for {', '.join(below)}")
@@ -530,12 +491,6 @@ def grading_meta(run_: Run) -> dict:
     if run_.grading != "strict":
         return {"mode": "inprocess", "unsafe": True,
                 "note": "verdicts decided inside the candidate's process; model code can forge them"}
-    from harness import grade
     return {"mode": "strict", "version": grade.GRADING_VERSION,
             "verifier_versions": run_.verifier.versions if run_.verifier else {},
             "tests": grade.counts(run_.splits)}
-
-
-def _step_order(step_id: str) -> tuple:
-    pid, _, n = step_id.partition(".")
-    return (int(pid) if pid.isdigit() else pid, int(n) if n.isdigit() else n)

@@ -58,7 +58,7 @@ def _norm(s: str) -> str:
     return " ".join((s or "").split())
 
 
-def header_name(header: str) -> Optional[str]:
+def defined_name(header: str) -> Optional[str]:
     m = re.search(r"\b(?:def|class)\s+(\w+)", header or "")
     return m.group(1) if m else None
 
@@ -86,7 +86,7 @@ class StepIndex:
                 if not gold or not lines:
                     continue
                 self.entries.append(StepEntry(
-                    step_id=str(step["step_number"]), name=header_name(header),
+                    step_id=str(step["step_number"]), name=defined_name(header),
                     first_line=_norm(lines[0]), header=_norm(header),
                     description=_norm(step.get("step_description_prompt", "")), gold=gold.strip("\n")))
         self.by_id = {e.step_id: e for e in self.entries}
@@ -308,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def load_index(split: str = "dev", problems_path: Optional[Path] = None) -> StepIndex:
-    from harness.targets import load_problems
+    from harness.targets.build import load_problems
     problems = load_problems(split, problems_path)
     index = StepIndex(problems)
     if not len(index):

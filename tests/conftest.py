@@ -26,11 +26,12 @@ def docker_client():
 @pytest.fixture(scope="session")
 def sandbox_image(docker_client):
     """The pinned sandbox image, built offline if missing."""
-    from harness import image
-    found = image.find_image(docker_client)
+    from harness.build import image
+    from harness.sandbox.image_lookup import find_image
+    found = find_image(docker_client)
     if found is None:
         image.build(offline=True)
-        found = image.find_image(docker_client)
+        found = find_image(docker_client)
     assert found is not None, "sandbox image missing after build"
     return found
 
@@ -38,7 +39,7 @@ def sandbox_image(docker_client):
 @pytest.fixture(scope="session")
 def dev_problems():
     """The verified dev split, pulled into the cache if missing."""
-    from harness import dataset
+    from harness.data import dataset
     try:
         return dataset.load_problems("dev")
     except dataset.DataError:

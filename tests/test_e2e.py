@@ -55,7 +55,7 @@ def answer(prompt, body):
 
 @pytest.fixture()
 def problem_set(tmp_path):
-    from harness import h5targets
+    from harness.data import h5targets
     pfile = tmp_path / "problems.jsonl"
     pfile.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
     tfile = tmp_path / "targets.h5"
@@ -88,7 +88,7 @@ def test_run_eval_with_faults_scores_exactly(problem_set, tmp_path, sandbox_imag
     pfile, tfile = problem_set
     faults = {2: "429:0.1", 3: "500", 4: "reset", 6: "slow:0.3"}   # request 1 is the preflight
     toy = ("901.1", "901.2", "902.1")
-    from harness.schedule import History
+    from harness.run.schedule import History
     assert not History().path.exists()     # this test's own history (conftest), empty
     with FakeEndpoint(answer, faults=faults) as ep:
         p = run_eval(ep, tmp_path / "out", pfile, tfile)
@@ -192,7 +192,7 @@ def test_test_split_without_test_data_fails_fast(tmp_path):
                             "--output-dir", str(tmp_path / "o"), "--quiet"],
                            capture_output=True, text=True, timeout=60, env=env)
         assert ep.count == 0
-    from harness import testdata
+    from harness.data import testdata
     if testdata.resolve_test_data(None) is None:  # no official file on this machine
         assert p.returncode == 2 and "test data (test_data.h5) not found" in p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
@@ -201,9 +201,10 @@ def test_test_split_without_test_data_fails_fast(tmp_path):
 def test_a_job_cut_short_by_shutdown_is_no_verdict(problem_set, tmp_path):
     """Ctrl-C shuts the backend under running jobs: they end as an interruption
     (exit 130, rerun resumes), never as a stored verdict or a sandbox failure."""
-    from harness import assemble, pipeline
-    from harness.cli_eval import parser
-    from harness.progress import Progress
+    from harness.run import candidate
+    from harness import pipeline
+    from harness.cli.evaluate import parser
+    from harness.util.progress import Progress
     from harness.sandbox import Backend, Outcome
 
     class ShutUnderJob(Backend):
@@ -223,7 +224,7 @@ def test_a_job_cut_short_by_shutdown_is_no_verdict(problem_set, tmp_path):
     engine = pipeline.Engine(run, 1, Progress(3, quiet=True))
     try:
         problem = run.problems[0]
-        cand = assemble.Candidate(problem["problem_id"], "901.1", 0, 0, PROBLEMS[0]["sub_steps"][0]["gold"], [])
+        cand = candidate.Candidate(problem["problem_id"], "901.1", 0, 0, PROBLEMS[0]["sub_steps"][0]["gold"], [])
         with pytest.raises(pipeline.Interrupted):
             engine._run_sync(cand, problem)
         assert len(engine.verdicts) == 0

@@ -153,7 +153,7 @@ def test_generation_failures_exit_4_with_scores_written(problem_set, tmp_path):
 # ---------------------------------------------------------------- reasoning replies
 
 def test_split_reasoning():
-    from harness.prompts import extract_code, split_reasoning
+    from harness.run.prompts import extract_code, split_reasoning
     draft, final = "```python\ndraft()\n```", "```python\nfinal()\n```"
     text = f"<think>first {draft} then </think> more? </think>\nAnswer:\n{final}\n{draft}"
     answer_part, unended = split_reasoning(text)
@@ -186,7 +186,7 @@ def think_wrapped(index, truncate=()):
 
 @pytest.mark.docker
 def test_reasoning_replies_on_dev(tmp_path, dev_targets):  # noqa: F811
-    from harness import dataset
+    from harness.data import dataset
     from harness.reference import StepIndex
     probs = [p for p in dataset.load_problems("dev") if p["problem_id"] in SMALL]
     f = tmp_path / "small_dev.jsonl"

@@ -3,7 +3,7 @@ SIGKILL, the endpoint going away, the output directory filling up or turning rea
 sandbox containers and the Docker daemon going away. For every fault: the exit status, the
 message, that a rerun reaches the gold score (1.0 / 1.0), and that nothing is left behind
 (no container of the run, no torn store line). Moments come from a seeded RNG, so a failing
-sequence can be replayed; a few moments are pinned with harness.faultpoint instead.
+sequence can be replayed; a few moments are pinned with harness.util.faultpoint instead.
 
 A small subset of the dev split (problems 4, 29, 38, 19: nine steps) answered with gold
 code by a slow fake endpoint keeps each run to a few seconds.
@@ -36,8 +36,9 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def subset(tmp_path_factory):
     """(problems JSONL of the subset, dev targets, gold responder)."""
-    from harness import dataset, reference
-    from harness.paths import targets_path
+    from harness.data import dataset
+    from harness import reference
+    from harness.util.paths import targets_path
     try:
         problems = dataset.load_problems("dev")
     except dataset.DataError:

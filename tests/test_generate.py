@@ -8,11 +8,9 @@ import time
 import pytest
 
 from fake_endpoint import Fault, FakeEndpoint
-from harness.preflight import EndpointError, check_endpoint
-from harness.generate import (
-    SYSTEM_PROMPT, Client, GenConfig, parse_extra_params,
-    parse_retry_after, split_extra_params,
-)
+from harness.run.preflight import EndpointError, check_endpoint
+from harness.run.generate import SYSTEM_PROMPT, Client, GenConfig, parse_retry_after
+from harness.run.params import parse_extra_params, split_extra_params
 
 FAST = dict(backoff_base=0.01, backoff_cap=0.05)
 
@@ -483,7 +481,7 @@ def test_many_in_flight_across_pools():
 
 
 def test_request_slots_go_to_the_highest_priority_waiter():
-    from harness.generate import _Slots
+    from harness.run.generate import _Slots
 
     async def scenario():
         slots = _Slots(["pool"])

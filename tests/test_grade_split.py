@@ -5,9 +5,10 @@ import uuid
 import numpy as np
 import pytest
 
-from harness import codec, dataset
-from harness.grade import split_test
-from harness.grade.verifier import Verifier
+from harness.sandbox import codec
+from harness.data import dataset
+from harness.run.grade import split_test
+from harness.run.grade.verifier import Verifier
 
 DEPS = "import numpy as np"
 

@@ -139,10 +139,10 @@ NAMES = list(ATTACKS)
 
 @pytest.fixture(scope="module")
 def dev_targets(dev_problems):
-    from harness.paths import targets_path
+    from harness.util.paths import targets_path
     path = targets_path("dev")
     if not path.is_file():
-        from harness.targets import build
+        from harness.targets.build import build
         rep = build(split="dev", out=path, backend="docker", progress=None)
         assert rep.ok, rep.summary()
     return path

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from harness import h5targets as H
-from harness.h5targets import TargetsError, missing_entries, missing_steps, read_step_targets, write_targets
+from harness.data import h5targets as H
+from harness.data.h5targets import TargetsError, missing_entries, missing_steps, read_step_targets, write_targets
 
 
 def same(a, b):

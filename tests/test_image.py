@@ -1,6 +1,6 @@
 """The pinned sandbox image: lock, labels, contents, and the label check.
 
-Docker tests build the image through harness.image.build(offline=True) when it is
+Docker tests build the image through harness.build.image.build(offline=True) when it is
 missing or stale, so they work on a clean machine with an engine (and debootstrap).
 """
 import hashlib
@@ -9,8 +9,9 @@ import re
 
 import pytest
 
-from harness import image
-from harness.image import ImageError
+from harness.build import image
+from harness.sandbox import image_lookup
+from harness.build.image import ImageError
 
 TOP_LEVEL = ("numpy", "scipy", "sympy", "mpmath", "h5py", "matplotlib")
 
@@ -94,7 +95,7 @@ def _run(client, ref, source):
 
 @pytest.mark.docker
 def test_image_exists_with_labels(client, built):
-    found = image.find_image(client)
+    found = image_lookup.find_image(client)
     assert found is not None and found.id == built.id
     latest = client.images.get(image.LATEST)
     assert latest.id == built.id
@@ -160,7 +161,7 @@ def test_build_is_a_noop_when_up_to_date(client, built):
 
 @pytest.mark.docker
 def test_check_image_refuses_mismatching_lock_unless_explicit(client, built):
-    assert image.check_image(client, image.LATEST, explicit=False).id == built.id
+    assert image_lookup.check_image(client, image.LATEST, explicit=False).id == built.id
     import io
     tag = "scicode-sandbox-test:mismatch"
     dockerfile = f"FROM {built.id}\nLABEL {image.LABEL_LOCK}=0000deadbeef\n"
@@ -168,19 +169,19 @@ def test_check_image_refuses_mismatching_lock_unless_explicit(client, built):
                                    network_mode="none", pull=False)
     try:
         with pytest.raises(ImageError, match="different lock"):
-            image.check_image(client, tag, explicit=False)
-        assert image.check_image(client, tag, explicit=True).id == other.id
+            image_lookup.check_image(client, tag, explicit=False)
+        assert image_lookup.check_image(client, tag, explicit=True).id == other.id
     finally:
         client.images.remove(other.id, force=True)
     with pytest.raises(ImageError, match="not found"):
-        image.check_image(client, "scicode-sandbox-test:does-not-exist", explicit=True)
+        image_lookup.check_image(client, "scicode-sandbox-test:does-not-exist", explicit=True)
 
 
 @pytest.mark.docker
 def test_cli_info_json(built):
     from typer.testing import CliRunner
 
-    from harness.commands.image import app
+    from harness.cli.commands.image import app
 
     result = CliRunner().invoke(app, ["info", "--json"])
     assert result.exit_code == 0, result.output
@@ -191,7 +192,7 @@ def test_cli_info_json(built):
 def test_cli_info_missing_image_is_one_line_error():
     from typer.testing import CliRunner
 
-    from harness.commands.image import app
+    from harness.cli.commands.image import app
 
     result = CliRunner().invoke(app, ["info", "--image", "scicode-sandbox-test:nope"])
     assert result.exit_code == 1
@@ -214,9 +215,10 @@ def test_build_path_end_to_end_with_a_mini_lock(client, built, tmp_path, monkeyp
     dockerfile = tmp_path / "Dockerfile"
     shutil.copy2(image.DOCKERFILE_PATH, dockerfile)
     monkeypatch.setenv("SCICODE_HARNESS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(image, "LOCK_PATH", lock)
+    for module in (image, image_lookup):   # the build, and the lookup that names its image
+        monkeypatch.setattr(module, "LOCK_PATH", lock)
+        monkeypatch.setattr(module, "REPOSITORY", "scicode-sandbox-test")
     monkeypatch.setattr(image, "DOCKERFILE_PATH", dockerfile)
-    monkeypatch.setattr(image, "REPOSITORY", "scicode-sandbox-test")
     monkeypatch.setattr(image, "LATEST", "scicode-sandbox-test:latest")
     monkeypatch.setattr(image, "SMOKE_SOURCE", "import cycler; print('ok')")
     digest = image.lock_digest()
@@ -232,7 +234,7 @@ def test_build_path_end_to_end_with_a_mini_lock(client, built, tmp_path, monkeyp
         img = client.images.get(image_id)
         assert tag in img.tags and "scicode-sandbox-test:latest" in img.tags
         assert img.attrs["Config"]["Labels"][image.LABEL_LOCK] == digest
-        assert image.check_image(client, tag, explicit=False).id == image_id
+        assert image_lookup.check_image(client, tag, explicit=False).id == image_id
         log2 = []
         assert image.build(offline=True, progress=log2.append, client=client) == image_id
         assert any("up to date" in l for l in log2)
@@ -246,11 +248,11 @@ def test_build_path_end_to_end_with_a_mini_lock(client, built, tmp_path, monkeyp
                 pass
     # the real image still answers to the real lock
     monkeypatch.undo()
-    assert image.check_image(client, image.LATEST, explicit=False).id == built.id
+    assert image_lookup.check_image(client, image.LATEST, explicit=False).id == built.id
 
 
 def test_a_new_wheelhouse_replaces_the_outdated_ones(tmp_path):
-    from harness.paths import prune_siblings
+    from harness.util.paths import prune_siblings
     for name in ("old1", "old2", "new", ".staging-x"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "a.whl").write_text("x")

@@ -32,7 +32,7 @@ PROBLEMS = [{
 
 @pytest.mark.docker
 def test_targets_build_then_eval_with_missing_targets(tmp_path, sandbox_image):
-    from harness import h5targets
+    from harness.data import h5targets
     from harness.reference import make_server
     pfile = tmp_path / "mine.jsonl"
     pfile.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))

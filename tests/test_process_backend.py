@@ -13,7 +13,7 @@ import pytest
 
 from harness.sandbox import JOB_ENV, Job, Limits, SandboxUnavailable
 from harness.sandbox import process_backend as pb
-from harness.sandbox.select import get_backend
+from harness.sandbox.registry import get_backend
 
 LIM = Limits(timeout=20, memory="768m", fsize="16m", output=1 << 16)
 
@@ -181,7 +181,7 @@ def test_cli_json_process(tmp_path):
     from harness.sandbox import OUTCOME_KEYS
     prog = tmp_path / "p.py"
     prog.write_text("import sys\nprint('out')\nsys.exit(4)\n")
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "sandbox", "run", str(prog),
+    p = subprocess.run([sys.executable, "-m", "harness.cli.admin", "sandbox", "run", str(prog),
                         "--backend", "process", "--timeout", "20", "--json"],
                        capture_output=True, text=True, timeout=120)
     obj = json.loads(p.stdout)

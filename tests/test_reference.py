@@ -21,7 +21,7 @@ def dev_index(dev_problems):
 
 def _prompts(problems, template, with_background):
     """(step, prompt) for every dev step, built like the pipeline does (gold earlier steps)."""
-    from harness import prompts
+    from harness.run import prompts
     for prob in problems:
         chain = []
         for i, step in enumerate(prob["sub_steps"]):
@@ -67,7 +67,7 @@ def _chat(url, prompt, model="my/model", **extra):
 @pytest.mark.parametrize("tname", ["multistep_template.txt", "background_comment_template.txt"])
 @pytest.mark.parametrize("with_background", [True, False])
 def test_index_finds_every_dev_step(dev_problems, dev_index, tname, with_background):
-    from harness import dataset
+    from harness.data import dataset
     template = dataset.template(tname)
     seen = 0
     for step, prompt in _prompts(dev_problems, template, with_background):
@@ -112,7 +112,8 @@ def test_load_index_needs_gold_code(tmp_path):
 # ------------------------------------------------------------------ HTTP
 
 def test_endpoint_answers_every_dev_step_with_gold(dev_problems, server_factory):
-    from harness import dataset, prompts
+    from harness.data import dataset
+    from harness.run import prompts
     srv = server_factory("gold")
     assert srv.server_address[0] == "127.0.0.1"
     template = dataset.template("multistep_template.txt")
@@ -167,7 +168,7 @@ def test_make_server_rejects_unknown_mode(dev_index):
 
 def test_serve_reference_command_is_registered():
     from typer.testing import CliRunner
-    from harness.cli import app
+    from harness.cli.admin import app
     r = CliRunner().invoke(app, ["serve-reference", "--help"])
     assert r.exit_code == 0
     for opt in ("--host", "--port", "--mode", "--split", "--problems"):
@@ -179,7 +180,7 @@ def test_serve_reference_command_is_registered():
 # ------------------------------------------------------------------ bad answers
 
 def _code(content):
-    from harness import prompts
+    from harness.run import prompts
     return prompts.extract_code(content)
 
 
@@ -219,7 +220,7 @@ def test_wrong_values_never_match():
     wrong = R.wrong_code(gold, "f")
     for kind in ("arr", "bool", "tuple", "num", "str"):
         g, w = _run(gold, "f", -1.0, kind), _run(wrong, "f", -1.0, kind)
-        from harness.targets import values_close
+        from harness.targets.compare import values_close
         assert not values_close(w, g)[0], kind
     assert _run(wrong, "f", 2, "bool") is False or _run(wrong, "f", 2, "bool") == np.False_
     # a class: every method's returns are perturbed
@@ -255,12 +256,12 @@ def test_endpoint_rotates_exit_calls(server_factory):
 def test_exit_answers_never_report_a_pass(dev_problems, dev_index, variant):
     """Through the real runner program (as a local process): the program exits before any
     test runs, so no complete report is produced."""
-    from harness import assemble
+    from harness.run import candidate
     from harness.sandbox import Job, runner
     prob = next(p for p in dev_problems if p["problem_id"] == "29")
     step = prob["sub_steps"][0]
     code = _code(R.answer_for(dev_index.by_id["29.1"], "exit", variant))
-    job = Job(code=assemble.program(prob["required_dependencies"], [], code), tests=step["test_cases"],
+    job = Job(code=candidate.program(prob["required_dependencies"], [], code), tests=step["test_cases"],
               targets=None)
     marker = runner.new_marker()
     p = subprocess.run([sys.executable, "-c", runner.RUNNER_SOURCE], input=runner.payload(job, marker),

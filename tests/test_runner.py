@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from harness import codec
+from harness.sandbox import codec
 from harness.sandbox import Job, Limits
 from harness.sandbox import runner as R
 from harness.sandbox import shim_cmp
@@ -340,7 +340,7 @@ def test_unprintable_exception_is_still_reported():
 def test_payload_chunks_equal_payload():
     import numpy as np
 
-    from harness import codec
+    from harness.sandbox import codec
     from harness.sandbox import Job
     from harness.sandbox.runner import payload, payload_chunks
     job = Job(code="x = 1\n", tests=["assert x == target"],

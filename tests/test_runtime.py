@@ -41,17 +41,18 @@ def test_missing_runsc_says_how_to_get_it_in_one_line():
 
 def test_doctor_without_runsc_prints_the_snippet(monkeypatch):
     from typer.testing import CliRunner
-    from harness.cli import app
+    from harness.cli.admin import app
     import docker
     monkeypatch.setattr(rt, "registered", lambda client: ({"runc": {}}, "runc"))
-    monkeypatch.setattr(rt, "probe", lambda client, image, name, timeout=60.0: "6.1.0")
+    monkeypatch.setattr("harness.sandbox.docker_backend.probe_runtime",
+                        lambda client, image, name, timeout=60.0: "6.1.0")
 
     class Img:
         id = "sha256:x"
         tags = ["scicode-sandbox:x"]
     monkeypatch.setattr(docker, "from_env", lambda **k: object())
-    monkeypatch.setattr("harness.image.find_image", lambda client: Img())
-    from harness.commands import doctor
+    monkeypatch.setattr("harness.sandbox.image_lookup.find_image", lambda client: Img())
+    from harness.cli.commands import doctor
     lines = []
     monkeypatch.setattr(doctor.typer, "echo", lambda s="", **k: lines.append(s))
     doctor._runtimes()

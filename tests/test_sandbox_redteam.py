@@ -626,7 +626,7 @@ def test_creation_failure_is_infra_and_transactional(docker_client, sandbox_imag
 
 @pytest.mark.docker
 def test_missing_image_and_missing_daemon_are_clear(docker_client, monkeypatch):
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     with pytest.raises(SandboxUnavailable, match="not found"):
         get_backend("docker", image="scicode-sandbox:does-not-exist", explicit_image=True)
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
@@ -701,7 +701,7 @@ def test_sweep_removes_containers_of_dead_runs(docker_client, sandbox_image, run
 
 @pytest.mark.docker
 def test_tests_mode_through_docker(docker_backend):
-    from harness import codec
+    from harness.sandbox import codec
     import numpy as np
     job = Job(code="import numpy as np\nfrom scipy import integrate\ndef f(n):\n    return np.arange(n)",
               tests=["from scicode.compare.cmp import cmp_tuple_or_list\n"
@@ -722,7 +722,7 @@ def test_sandbox_run_cli_json(tmp_path, sandbox_image):
     prog = tmp_path / "p.py"
     prog.write_text("import numpy as np\nprint(np.arange(3).sum())\n")
     for backend in ("docker", "process"):
-        p = subprocess.run([sys.executable, "-m", "harness.cli", "sandbox", "run", str(prog),
+        p = subprocess.run([sys.executable, "-m", "harness.cli.admin", "sandbox", "run", str(prog),
                             "--backend", backend, "--timeout", "20", "--memory", "512m", "--json"],
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr
@@ -771,7 +771,7 @@ def test_works_over_a_tcp_docker_host(sandbox_image, monkeypatch, runtime):
 
     threading.Thread(target=serve, daemon=True).start()
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     run_id = "redteam-tcp-" + uuid.uuid4().hex[:6]
     be = get_backend("docker", image=sandbox_image.id, explicit_image=True, run_id=run_id,
                      limits=DOCKER_LIMITS, runtime=runtime)

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from harness import schedule
-from harness.schedule import History, PriorityPool
+from harness.run import schedule
+from harness.run.schedule import History, PriorityPool
 
 
 def test_pool_runs_highest_priority_first_then_in_submission_order():

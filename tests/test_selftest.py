@@ -17,10 +17,10 @@ SMALL = ["1", "3", "4", "6", "19", "29"]  # quick dev problems (no step takes mo
 
 @pytest.fixture(scope="session")
 def dev_targets(sandbox_image):
-    from harness.paths import targets_path
+    from harness.util.paths import targets_path
     path = targets_path("dev")
     if not path.is_file():
-        from harness.targets import build
+        from harness.targets.build import build
         rep = build(split="dev", out=path, backend="docker", progress=None)
         assert rep.ok, rep.summary()
     return path
@@ -28,7 +28,7 @@ def dev_targets(sandbox_image):
 
 @pytest.fixture()
 def small_dev(tmp_path):
-    from harness import dataset
+    from harness.data import dataset
     probs = [p for p in dataset.load_problems("dev") if p["problem_id"] in SMALL]
     f = tmp_path / "small_dev.jsonl"
     f.write_text("".join(json.dumps(p) + "\n" for p in probs))

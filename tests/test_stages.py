@@ -1,5 +1,5 @@
 """Unit tests for prompts, assembly verdicts and scoring (no Docker, no network)."""
-from harness import assemble, prompts, score
+from harness.run import candidate, prompts, score
 from harness.sandbox import Outcome
 
 PROBLEM = {
@@ -51,19 +51,19 @@ def _out(status="ok", report=None, stderr=""):
 
 def test_verdicts():
     ok = {"completed": True, "import_error": None, "tests": [{"status": "pass"}, {"status": "pass"}]}
-    assert assemble.verdict(_out("ok", ok))[0] == "pass"
+    assert candidate.verdict(_out("ok", ok))[0] == "pass"
     bad = {"completed": True, "import_error": None, "tests": [{"status": "pass"}, {"status": "fail"}]}
-    assert assemble.verdict(_out("error", bad))[0] == "fail"
-    assert assemble.verdict(_out("error", {"completed": False, "import_error": "SystemExit: 0",
+    assert candidate.verdict(_out("error", bad))[0] == "fail"
+    assert candidate.verdict(_out("error", {"completed": False, "import_error": "SystemExit: 0",
                                            "tests": []}))[0] == "error"
-    assert assemble.verdict(_out("ok", None))[0] == "error"          # os._exit(0): no report
-    assert assemble.verdict(_out("ok", {"completed": True, "tests": []}))[0] == "error"
-    assert assemble.verdict(_out("timeout"))[0] == "timeout"
-    assert assemble.verdict(_out("oom"))[0] == "oom"
+    assert candidate.verdict(_out("ok", None))[0] == "error"          # os._exit(0): no report
+    assert candidate.verdict(_out("ok", {"completed": True, "tests": []}))[0] == "error"
+    assert candidate.verdict(_out("timeout"))[0] == "timeout"
+    assert candidate.verdict(_out("oom"))[0] == "oom"
 
 
 def test_program_order():
-    code = assemble.program("import numpy as np", ["def a(): pass"], "def b(): pass")
+    code = candidate.program("import numpy as np", ["def a(): pass"], "def b(): pass")
     assert code.index("import numpy") < code.index("def a") < code.index("def b")
 
 
@@ -95,8 +95,8 @@ def test_junit_and_fail_under(tmp_path):
 
     import pytest
 
-    from harness import report
-    from harness.cli_eval import parse_fail_under
+    from harness.run import report
+    from harness.cli.evaluate import parse_fail_under
     recs = [{"problem_id": "1", "step_id": "1.1", "sample": 0, "status": "pass", "duration": 0.5},
             {"problem_id": "1", "step_id": "1.2", "sample": 0, "status": "fail", "error": "AssertionError"},
             {"problem_id": "2", "step_id": "2.1", "sample": 0, "status": "timeout", "duration": 3}]
@@ -106,5 +106,7 @@ def test_junit_and_fail_under(tmp_path):
     assert [tc.get("name") for tc in suite] == ["1.1[sample 0]", "1.2[sample 0]", "2.1[sample 0]"]
     assert parse_fail_under("steps=0.3,problems=0.1") == {"steps": 0.3, "problems": 0.1}
     assert parse_fail_under(None) == {}
-    with pytest.raises(ValueError):
-        parse_fail_under("lines=3")
+    import argparse
+    for bad in ("lines=3", "steps", "steps=abc"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_fail_under(bad)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import Store, make_key
+from harness.run.store import Store, make_key
 
 BASE = dict(model="m", prompt="write f", sample=0,
             params={"temperature": 0.0, "top_p": None, "max_tokens": 2048},
@@ -75,7 +75,7 @@ def test_torn_line_from_killed_process(tmp_path):
     p = tmp_path / "g.jsonl"
     script = (
         "import os, sys\n"
-        "from harness.store import Store\n"
+        "from harness.run.store import Store\n"
         "s = Store(sys.argv[1])\n"
         "for i in range(50):\n"
         "    s.put(f'k{i}', {'text': 'x' * 1000, 'i': i})\n"

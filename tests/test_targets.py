@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from harness import targets as T
+from harness.targets import build, check, compare, rewrite
 from harness.sandbox import Backend, Job, Outcome
 
 
@@ -63,13 +63,13 @@ def test_rewrite_every_dev_case(dev_problems):
         for step in prob["sub_steps"]:
             for i, src in enumerate(step["test_cases"]):
                 n += 1
-                r = T.rewrite_test(src, f"{step['step_number']} test{i + 1}")
+                r = rewrite.rewrite_test(src, f"{step['step_number']} test{i + 1}")
                 assert r.supported, r.error
                 kinds[r.kind] += 1
                 new = r.source
-                assert not T._free_target_refs(ast.parse(new)), (step["step_number"], i)
+                assert not rewrite._free_target_refs(ast.parse(new)), (step["step_number"], i)
                 if r.has_target:
-                    assert new.count(T.RECORD) == 1
+                    assert new.count(rewrite.RECORD) == 1
                     # every line outside the assertion is kept byte for byte
                     old_lines = src.splitlines()
                     new_lines = new.splitlines()
@@ -86,7 +86,7 @@ def test_rewrite_every_dev_case(dev_problems):
 
 def test_dev_plans_cover_all_scored_steps(dev_problems):
     skipped = []
-    plans = T.plan_steps(dev_problems, skipped)
+    plans = build.plan_steps(dev_problems, skipped)
     assert len(plans) == 50 and not skipped
     assert sum(len(p.tests) for p in plans) == 167
     assert all(r.supported for p in plans for r in p.rewrites)
@@ -115,10 +115,10 @@ def test_dev_plans_cover_all_scored_steps(dev_problems):
     ("assert np.allclose(target[1], b) and a == target[0]", "tuple:allclose,eq", "(a, b,)"),
 ])
 def test_rewrite_forms(src, kind, recorded):
-    r = T.rewrite_test(src)
+    r = rewrite.rewrite_test(src)
     assert r.supported and r.has_target and r.kind == kind
     rec = [n for n in ast.walk(ast.parse(r.source)) if isinstance(n, ast.Call)
-           and isinstance(n.func, ast.Name) and n.func.id == T.RECORD]
+           and isinstance(n.func, ast.Name) and n.func.id == rewrite.RECORD]
     assert len(rec) == 1
     assert ast.dump(rec[0].args[0]) == ast.dump(ast.parse(recorded, mode="eval").body)
     assert "assert" not in r.source.splitlines()[-1]
@@ -132,7 +132,7 @@ def test_rewrite_keeps_setup_and_multiline_expression():
            "    x,\n"
            "    ), target)\n"
            "y = 2\n")
-    r = T.rewrite_test(src)
+    r = rewrite.rewrite_test(src)
     assert r.source.startswith("x = 1  # comment kept\ndef helper(t):\n    return t\n__scicode_record__(helper(")
     assert r.source.endswith("    ))\ny = 2\n")
     ns = {"__scicode_record__": lambda v: ns.setdefault("rec", v), "cmp_tuple_or_list": None}
@@ -146,7 +146,7 @@ def test_rewrite_inside_a_function_and_shadowed_target():
            "def test():\n"
            "    assert np.allclose(f(), target)\n"
            "test()\n")
-    r = T.rewrite_test(src)
+    r = rewrite.rewrite_test(src)
     assert r.supported and r.kind == "allclose"
     assert "    __scicode_record__(f())\n" in r.source
 
@@ -157,7 +157,7 @@ def test_rewrite_inside_a_function_and_shadowed_target():
     "x = 3\nprint(x)",
 ])
 def test_rewrite_without_target_is_unchanged(src):
-    r = T.rewrite_test(src)
+    r = rewrite.rewrite_test(src)
     assert r.supported and not r.has_target and r.kind == "none" and r.source == src
 
 
@@ -176,7 +176,7 @@ def test_rewrite_without_target_is_unchanged(src):
     ("assert np.allclose(f(), target", "syntax error"),
 ])
 def test_rewrite_reports_unsupported(src, why):
-    r = T.rewrite_test(src, "9.9 test3")
+    r = rewrite.rewrite_test(src, "9.9 test3")
     assert not r.supported and r.source is None and r.kind == "unsupported"
     assert r.error.startswith("9.9 test3: ") and why in r.error
     assert "syntax" in why or "unsupported use of target" in r.error
@@ -186,33 +186,33 @@ def test_rewrite_reports_unsupported(src, why):
 
 def test_values_equal_is_exact_and_nan_aware():
     a = np.array([1.0, np.nan, 3.0])
-    assert T.values_equal(a, a.copy())
-    assert not T.values_equal(a, np.array([1.0, np.nan, 3.0 + 1e-15]))
-    assert not T.values_equal(a, a.astype(np.float32))
-    assert not T.values_equal(np.zeros((2, 1)), np.zeros(2))
-    assert T.values_equal((1, [np.array([1j, np.nan])], {"k": 2.5}), (1, [np.array([1j, np.nan])], {"k": 2.5}))
-    assert not T.values_equal((1, 2), [1, 2])
-    assert not T.values_equal({"a": 1}, {"b": 1})
-    assert T.values_equal(float("nan"), float("nan")) and not T.values_equal(1.0, 1)
-    assert T.values_equal(np.float64(np.nan), np.float64(np.nan))
-    assert T.values_equal(np.bool_(True), np.bool_(True)) and not T.values_equal(np.bool_(True), True)
+    assert compare.values_equal(a, a.copy())
+    assert not compare.values_equal(a, np.array([1.0, np.nan, 3.0 + 1e-15]))
+    assert not compare.values_equal(a, a.astype(np.float32))
+    assert not compare.values_equal(np.zeros((2, 1)), np.zeros(2))
+    assert compare.values_equal((1, [np.array([1j, np.nan])], {"k": 2.5}), (1, [np.array([1j, np.nan])], {"k": 2.5}))
+    assert not compare.values_equal((1, 2), [1, 2])
+    assert not compare.values_equal({"a": 1}, {"b": 1})
+    assert compare.values_equal(float("nan"), float("nan")) and not compare.values_equal(1.0, 1)
+    assert compare.values_equal(np.float64(np.nan), np.float64(np.nan))
+    assert compare.values_equal(np.bool_(True), np.bool_(True)) and not compare.values_equal(np.bool_(True), True)
     m = sp.csr_matrix(np.eye(3))
-    assert T.values_equal(m, m.copy()) and not T.values_equal(m, sp.csr_matrix(2 * np.eye(3)))
-    assert T.values_equal("s", "s") and T.values_equal(None, None)
+    assert compare.values_equal(m, m.copy()) and not compare.values_equal(m, sp.csr_matrix(2 * np.eye(3)))
+    assert compare.values_equal("s", "s") and compare.values_equal(None, None)
 
 
 def test_values_close_allclose_style():
-    assert T.values_close(np.array([1.0, 2.0]), [1.0, 2.0 + 1e-9])[0]
-    ok, d = T.values_close(np.array([1.0, 2.0]), np.array([1.0, 2.1]))
+    assert compare.values_close(np.array([1.0, 2.0]), [1.0, 2.0 + 1e-9])[0]
+    ok, d = compare.values_close(np.array([1.0, 2.0]), np.array([1.0, 2.1]))
     assert not ok and "max abs diff" in d
-    assert not T.values_close(np.zeros(2), np.zeros(3))[0]
-    assert T.values_close((np.array([[0.5, 1]]), [(0, 1)]), (np.array([[0.5, 1]]), np.array([[0, 1]])))[0]
-    assert T.values_close({1: 2.0, "a": "x"}, {1.0: 2.0, "a": "x"})[0]
-    assert not T.values_close({1: 2.0}, {2.0: 2.0})[0]
-    assert T.values_close(b"abc", "abc")[0] and not T.values_close("abc", "abd")[0]
-    assert T.values_close(np.bool_(True), True)[0] and not T.values_close(True, False)[0]
-    assert T.values_close(sp.coo_matrix(np.eye(2)), sp.csr_matrix(np.eye(2)))[0]
-    assert T.values_close((), ())[0] and T.values_close(None, None)[0] and not T.values_close(None, 1)[0]
+    assert not compare.values_close(np.zeros(2), np.zeros(3))[0]
+    assert compare.values_close((np.array([[0.5, 1]]), [(0, 1)]), (np.array([[0.5, 1]]), np.array([[0, 1]])))[0]
+    assert compare.values_close({1: 2.0, "a": "x"}, {1.0: 2.0, "a": "x"})[0]
+    assert not compare.values_close({1: 2.0}, {2.0: 2.0})[0]
+    assert compare.values_close(b"abc", "abc")[0] and not compare.values_close("abc", "abd")[0]
+    assert compare.values_close(np.bool_(True), True)[0] and not compare.values_close(True, False)[0]
+    assert compare.values_close(sp.coo_matrix(np.eye(2)), sp.csr_matrix(np.eye(2)))[0]
+    assert compare.values_close((), ())[0] and compare.values_close(None, None)[0] and not compare.values_close(None, 1)[0]
 
 
 # ------------------------------------------------------------------ build on small problems
@@ -254,11 +254,11 @@ def small_file(tmp_path):
 
 
 def test_build_small_problems(small_file, tmp_path):
-    from harness import h5targets
+    from harness.data import h5targets
     out = tmp_path / "small.h5"
     be = LocalRunner(workers=2)
     lines = []
-    rep = T.build(problems_path=small_file, out=out, backend=be, runs=2, progress=lines.append)
+    rep = build.build(problems_path=small_file, out=out, backend=be, runs=2, progress=lines.append)
     assert rep.steps == 5 and rep.tests == 11 and rep.skipped_steps == ["801.3"]
     assert len(be.jobs) == 10 and all(j.record and j.targets is None for j in be.jobs)
     assert rep.tests_with_target == 9 and rep.tests_without_target == 1
@@ -291,7 +291,7 @@ def test_build_runs_and_infra_failures(small_file, tmp_path):
         def run(self, job):
             raise RuntimeError("engine went away")
 
-    rep = T.build(problems_path=small_file, out=tmp_path / "x.h5", backend=Broken(), runs=1, progress=None)
+    rep = build.build(problems_path=small_file, out=tmp_path / "x.h5", backend=Broken(), runs=1, progress=None)
     assert rep.steps_written == [] and len(rep.steps_missing) == 5
     assert all("engine went away" in f.message and f.test is None for f in rep.failed)
     assert len(rep.failed) == 5     # one per step and run, not per test
@@ -302,12 +302,12 @@ def test_build_runs_and_infra_failures(small_file, tmp_path):
         def run(self, job):
             return Outcome("timeout", None, 1.0, "", "Killed", False, True, False, self.name, None)
 
-    rep = T.build(problems_path=small_file, out=None, backend=NoReport(), runs=1, progress=None,
+    rep = build.build(problems_path=small_file, out=None, backend=NoReport(), runs=1, progress=None,
                   steps=["801.1"])
     assert rep.steps == 1 and rep.steps_missing == ["801.1"]
     assert "timed out" in rep.failed[0].message
     with pytest.raises(ValueError):
-        T.build(problems_path=small_file, backend=NoReport(), runs=0)
+        build.build(problems_path=small_file, backend=NoReport(), runs=0)
 
     class OOM(Backend):
         name = "oom"
@@ -316,7 +316,7 @@ def test_build_runs_and_infra_failures(small_file, tmp_path):
             assert job.limits.memory == "3g" and job.limits.timeout == 60.0
             return Outcome("oom", 137, 1.0, "", "", False, False, True, self.name, None)
 
-    rep = T.build(problems_path=small_file, backend=OOM(), runs=1, progress=None, steps=["801.2"],
+    rep = build.build(problems_path=small_file, backend=OOM(), runs=1, progress=None, steps=["801.2"],
                   memory="3g", timeout=60)
     assert "out of memory" in rep.failed[0].message and rep.memory == "3g"
     assert "hint: 801.2 ran out of memory at the 3g limit" in rep.summary()
@@ -327,7 +327,7 @@ def test_build_reports_values_the_schema_cannot_hold(tmp_path):
                               ("def ok():\n    return 1.5", ["assert ok() == target"])])]
     path = tmp_path / "p.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in probs))
-    rep = T.build(problems_path=path, out=tmp_path / "p.h5", backend=LocalRunner(), runs=1, progress=None)
+    rep = build.build(problems_path=path, out=tmp_path / "p.h5", backend=LocalRunner(), runs=1, progress=None)
     assert rep.steps_written == ["803.2"] and rep.steps_missing == ["803.1"]
     assert "cannot be stored" in rep.failed[0].message
 
@@ -335,19 +335,19 @@ def test_build_reports_values_the_schema_cannot_hold(tmp_path):
 def test_gold_code_missing_is_an_error(tmp_path):
     probs = [_problem("804", [(None, ["assert f() == target"]), ("def g():\n    return 1", ["assert g() == target"])])]
     with pytest.raises(ValueError, match="804.1 has no ground_truth_code"):
-        T.plan_steps(probs)
+        build.plan_steps(probs)
     # problems without any gold code (the test split) are left out; only them: a clear error
     no_gold = _problem("805", [(None, ["assert f() == target"])])
-    assert [p.step_id for p in T.plan_steps([no_gold, SMALL[1]])] == ["802.1", "802.2"]
+    assert [p.step_id for p in build.plan_steps([no_gold, SMALL[1]])] == ["802.1", "802.2"]
     with pytest.raises(ValueError, match="ships gold code"):
-        T.plan_steps([no_gold])
+        build.plan_steps([no_gold])
 
 
 def test_cli_build_with_user_problems(tmp_path, monkeypatch):
     from typer.testing import CliRunner
-    from harness import h5targets
-    from harness.commands import targets as cmd
-    from harness.sandbox import select
+    from harness.data import h5targets
+    from harness.cli.commands import targets as cmd
+    from harness.sandbox import registry
     probs = tmp_path / "mine.jsonl"
     probs.write_text(json.dumps(_problem("806", [("def sq(x):\n    return np.asarray(x) ** 2",
                                                    ["assert np.allclose(sq([1, 2]), target)"])])) + "\n")
@@ -357,7 +357,7 @@ def test_cli_build_with_user_problems(tmp_path, monkeypatch):
         made.append((kind, kw["limits"].memory))
         return LocalRunner()
 
-    monkeypatch.setattr(select, "get_backend", fake_get_backend)
+    monkeypatch.setattr(registry, "get_backend", fake_get_backend)
     out, rep = tmp_path / "mine.h5", tmp_path / "rep.json"
     r = CliRunner().invoke(cmd.app, ["build", "--problems", str(probs), "--out", str(out), "--backend", "process",
                                      "--report", str(rep)])
@@ -382,47 +382,47 @@ ROUND_TRIP = {
 
 
 def test_targets_round_trip(tmp_path):
-    from harness import h5targets
+    from harness.data import h5targets
     path = tmp_path / "rt.h5"
     h5targets.write_targets(path, ROUND_TRIP)
     back = h5targets.read_targets(path, {k: len(v) for k, v in ROUND_TRIP.items()})
     for sid, values in ROUND_TRIP.items():
         for i, (a, b) in enumerate(zip(values, back[sid])):
-            ok, detail = T.values_close(a, b, rtol=0, atol=0)
+            ok, detail = compare.values_close(a, b, rtol=0, atol=0)
             assert ok, (sid, i, detail)
 
 
 def test_check_against_official(tmp_path):
-    from harness import h5targets
+    from harness.data import h5targets
     ours, official = tmp_path / "ours.h5", tmp_path / "official.h5"
     h5targets.write_targets(ours, {"1.1": [np.array([1.0, 2.0]), 3], "1.2": [True, ()],
                                    "1.3": [1.0, 2.0], "9.1": [1.0]})
     h5targets.write_targets(official, {"1.1": [np.array([1.0, 2.0 + 1e-9]), 4], "1.2": [True, 5.0],
                                        "1.3": [1.0], "2.1": [0.0]})
-    rep = T.check(ours, official)
+    rep = check.check(ours, official)
     assert rep.steps_compared == 3 and rep.tests_compared == 4 and rep.tests_matching == 3
     assert rep.tests_without_target == 1
     assert [(m.step, m.test) for m in rep.mismatches] == [("1.1", 2)]
     assert rep.missing_in_ours == ["2.1"] and rep.extra_in_ours == ["9.1"]
     assert [c.step for c in rep.count_mismatch] == ["1.3"] and not rep.ok
     assert "1.1 test2" in rep.summary()
-    same = T.check(ours, ours)
+    same = check.check(ours, ours)
     assert same.ok and same.tests_matching == 6
-    only = T.check(ours, official, steps=["1.2"])
+    only = check.check(ours, official, steps=["1.2"])
     assert only.ok and only.tests_compared == 1
     bad = tmp_path / "bad.h5"
     import h5py
     with h5py.File(bad, "w") as f:
         f.create_group("1.1/test1")
         f.create_dataset("1.1/test2", data=1.0)      # a dataset where a group belongs
-    rep = T.check(bad, official, steps=["1.1"])
+    rep = check.check(bad, official, steps=["1.1"])
     assert not rep.ok and "unreadable" in rep.mismatches[0].message
 
 
 def test_cli_check_and_build_help(tmp_path):
     from typer.testing import CliRunner
-    from harness import h5targets
-    from harness.commands.targets import app
+    from harness.data import h5targets
+    from harness.cli.commands.targets import app
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
     h5targets.write_targets(a, {"1.1": [1.0]})
     h5targets.write_targets(b, {"1.1": [1.0], "1.2": [2.0]})
@@ -445,17 +445,17 @@ DOCKER_MEMORY = "4g"   # 10.11's gold code peaks at ~2.3 GB (gmax=200 g-point gr
 @pytest.fixture(scope="module")
 def dev_build(dev_problems, sandbox_image, tmp_path_factory):
     from harness.sandbox import Limits
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     out = tmp_path_factory.mktemp("dev") / "dev.h5"
     with get_backend("docker", workers=2, limits=Limits(memory=DOCKER_MEMORY)) as be:
-        rep = T.build(split="dev", out=out, backend=be, runs=2, progress=print)
+        rep = build.build(split="dev", out=out, backend=be, runs=2, progress=print)
     print(rep.summary())
     return rep, out
 
 
 @pytest.mark.docker
 def test_build_dev_targets_in_docker(dev_problems, dev_build):
-    from harness import dataset, h5targets
+    from harness.data import dataset, h5targets
     rep, out = dev_build
     assert rep.steps == 50 and rep.tests == 167 and not rep.unsupported
     assert rep.tests_with_target == 161 and rep.tests_without_target == 6
@@ -470,7 +470,7 @@ def test_build_dev_targets_in_docker(dev_problems, dev_build):
     assert set(back) == set(counts)
     for sid, values in rep.targets.items():
         for i, (a, b) in enumerate(zip(values, back[sid])):
-            ok, detail = T.values_close(a, b, rtol=0, atol=0)
+            ok, detail = compare.values_close(a, b, rtol=0, atol=0)
             assert ok, (sid, i + 1, detail)
 
 
@@ -480,10 +480,11 @@ def test_dev_targets_pass_gold_and_fail_wrong_answers(dev_problems, dev_build):
     `wrong` answers (gold earlier steps, this step perturbed) 0/50."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from harness import assemble, h5targets, prompts
+    from harness.run import candidate, prompts
+    from harness.data import h5targets
     from harness.reference import StepIndex, answer_for
     from harness.sandbox import Limits
-    from harness.sandbox.select import get_backend
+    from harness.sandbox.registry import get_backend
     _, out = dev_build
     index = StepIndex(dev_problems)
     limits = Limits(memory=DOCKER_MEMORY)
@@ -495,13 +496,13 @@ def test_dev_targets_pass_gold_and_fail_wrong_answers(dev_problems, dev_build):
             tg = h5targets.read_step_targets(out, sid, len(step["test_cases"]))
             for mode in ("gold", "wrong"):
                 code = prompts.extract_code(answer_for(index.by_id[sid], mode))
-                cand = assemble.Candidate(prob["problem_id"], sid, i, 0, code, list(chain))
-                cands.append((mode, sid, assemble.build_job(cand, prob, tg, limits)))
+                cand = candidate.Candidate(prob["problem_id"], sid, i, 0, code, list(chain))
+                cands.append((mode, sid, candidate.build_job(cand, prob, tg, limits)))
             chain.append(prompts.extract_code(answer_for(index.by_id[sid], "gold")))
     with get_backend("docker", workers=2, limits=limits) as be:
         with ThreadPoolExecutor(2) as pool:
             outcomes = list(pool.map(lambda c: be.run(c[2]), cands))
-    verdicts = {(mode, sid): assemble.verdict(o)[0] for (mode, sid, _), o in zip(cands, outcomes)}
+    verdicts = {(mode, sid): candidate.verdict(o)[0] for (mode, sid, _), o in zip(cands, outcomes)}
     gold_bad = {sid: v for (m, sid), v in verdicts.items() if m == "gold" and v != "pass"}
     wrong_pass = [sid for (m, sid), v in verdicts.items() if m == "wrong" and v == "pass"]
     assert not gold_bad, gold_bad

@@ -7,7 +7,7 @@ import threading
 import pytest
 from typer.testing import CliRunner
 
-from harness import testdata as T
+from harness.data import testdata as T
 
 CONTENT = os.urandom(3 * (1 << 20) + 12345)   # a fake "test_data.h5", ~3 MB
 SHA = hashlib.sha256(CONTENT).hexdigest()
@@ -233,7 +233,7 @@ def test_resolve_order_and_cached_verification(server, tmp_path, monkeypatch):
 
 
 def test_cli_pull_test_data(server, tmp_path, monkeypatch):
-    from harness.commands.data import app
+    from harness.cli.commands.data import app
     monkeypatch.setattr(T, "TEST_DATA_SHA256", SHA)
     monkeypatch.setattr(T.time, "sleep", lambda s: None)   # the CLI uses the default backoff
     r = CliRunner().invoke(app, ["pull-test-data", "--url", server.url("/err"), "--url", server.url("/404")])

@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from harness.errors import HarnessError
+
 # The environment of every job, whatever the backend (each adds HOME, PATH, ...).
 # One thread per BLAS/OpenMP pool: a job gets one CPU. Memory: glibc malloc takes
 # big blocks from the heap and keeps freed memory, instead of an mmap/munmap (and
@@ -26,7 +28,7 @@ OUTCOME_KEYS = ("status", "exit_code", "duration", "stdout", "stderr", "truncate
                 "timed_out", "oom_killed", "backend", "image")
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(HarnessError, RuntimeError):
     """The requested backend cannot run here (no daemon, no image, ...). One-line message."""
 
 
@@ -45,7 +47,7 @@ class Limits:
 class Job:
     code: str                                  # program text, executed as __main__
     tests: Optional[list[str]] = None          # SciCode test snippets; None = plain script
-    targets: Optional[list[Any]] = None        # harness.codec-encoded values, one per test
+    targets: Optional[list[Any]] = None        # harness.sandbox.codec-encoded values, one per test
     record: bool = False                       # collect values passed to __scicode_record__
     limits: Limits = field(default_factory=Limits)
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])

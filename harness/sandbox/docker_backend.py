@@ -44,8 +44,8 @@ import uuid
 from typing import Optional
 
 from harness.sandbox import JOB_ENV, Backend, Job, Limits, Outcome, SandboxUnavailable
-from harness import faultpoint
-from harness.sandbox import cleanup, runtime as rt
+from harness.util import faultpoint
+from harness.sandbox import cleanup, image_lookup, runtime as rt
 from harness.sandbox.docker_pool import (WarmPool, _Demux, _Reaper, _Slot, _close_sock,
                                          _limits_key, _short)
 from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, new_marker,
@@ -53,7 +53,6 @@ from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, ne
 
 log = logging.getLogger(__name__)
 
-FALLBACK_IMAGE = "scicode-sandbox:latest"
 FALLBACK_PATH = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NONROOT_USER = "65534:65534"
 ENV = dict(JOB_ENV, HOME="/tmp")
@@ -129,28 +128,20 @@ class DockerBackend(Backend):
         return _docker().from_env(timeout=30)
 
     def _resolve_image(self, image: Optional[str], explicit: bool):
-        try:
-            from harness import image as himage
-        except Exception:  # image module unavailable: plain lookup
-            himage = None
         docker = _docker()
         try:
-            if himage is not None:
-                try:
-                    if image:
-                        img = himage.check_image(self.client, image, explicit)
-                    else:
-                        img = himage.find_image(self.client)
-                        if img is None:
-                            raise SandboxUnavailable(
-                                f"sandbox image {himage.default_tag()} not found: build it with "
-                                "`scicode-harness image build` (or pass --sandbox process)")
-                except himage.ImageError as exc:
-                    raise SandboxUnavailable(str(exc)) from None
+            if image:
+                img = image_lookup.check_image(self.client, image, explicit)
             else:
-                img = self.client.images.get(image or FALLBACK_IMAGE)
+                img = image_lookup.find_image(self.client)
+                if img is None:
+                    raise SandboxUnavailable(
+                        f"sandbox image {image_lookup.default_tag()} not found: build it with "
+                        "`scicode-harness image build` (or pass --sandbox process)")
+        except image_lookup.ImageError as exc:
+            raise SandboxUnavailable(str(exc)) from None
         except docker.errors.ImageNotFound:
-            raise SandboxUnavailable(f"sandbox image {image or FALLBACK_IMAGE} not found: build it "
+            raise SandboxUnavailable(f"sandbox image {image} not found: build it "
                                      "with `scicode-harness image build`") from None
         except docker.errors.APIError as exc:
             raise SandboxUnavailable(f"cannot inspect sandbox image: {_short(exc)}") from None
@@ -305,6 +296,23 @@ class DockerBackend(Backend):
         finally:
             self._reaper.submit(slot)
 
+    @staticmethod
+    def _send(slot: _Slot, job: Job, marker: str) -> bool:
+        """Write the payload on the attach socket; True when the deadline passed meanwhile."""
+        try:
+            for part in payload_chunks(job, marker):
+                slot.raw.sendall(part)
+            if not slot.tls:
+                try:
+                    slot.raw.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+        except socket.timeout:
+            return True
+        except OSError:
+            pass    # the container stopped reading (exited early): read what it said
+        return False
+
     def _execute(self, slot: _Slot, job: Job) -> Outcome:
         lim = job.limits
         marker = new_marker()
@@ -319,18 +327,7 @@ class DockerBackend(Backend):
         report = None
         try:
             raw.settimeout(max(deadline - time.monotonic(), 0.001))
-            try:
-                for part in payload_chunks(job, marker):
-                    raw.sendall(part)
-                if not slot.tls:
-                    try:
-                        raw.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
-            except socket.timeout:
-                timed_out = True
-            except OSError:
-                pass    # the container stopped reading (exited early): read what it said
+            timed_out = self._send(slot, job, marker)
             while not timed_out:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -442,3 +439,17 @@ class DockerBackend(Backend):
             self.client.close()
         except Exception:
             pass
+
+
+def probe_runtime(client, image: str, name: str, timeout: float = 60.0) -> str:
+    """Run `uname -r` in a throw-away container under runtime `name`; the kernel it reports."""
+    lim = Limits(timeout=timeout, memory="256m")
+    be = DockerBackend(image=image, explicit_image=True, client=client, limits=lim, warm=False,
+                       runtime=name, sweep=False)
+    try:
+        out = be.run(Job(code="import os; print(os.uname().release)", limits=lim))
+    finally:
+        be.close()
+    if out.status != "ok":
+        raise RuntimeError(f"probe under {name} ended {out.status}: {out.stderr.strip()[-200:]}")
+    return out.stdout.strip()

@@ -1,7 +1,7 @@
 """The program every backend runs inside the sandbox (``python3 -c RUNNER_SOURCE``).
 
 Shipped verbatim by harness.sandbox.runner, which prepends the sources it embeds
-(``_CODEC_SRC``: harness/codec.py, ``_CMP_SRC``: shim_cmp.py, ``_PARSE_SRC``:
+(``_CODEC_SRC``: harness/sandbox/codec.py, ``_CMP_SRC``: shim_cmp.py, ``_PARSE_SRC``:
 shim_parse.py). The protocol is described in harness.sandbox.runner. Importing this
 module runs nothing; it runs only as that program. It imports numpy and scipy (and any
 ``--preload=a,b`` modules) before reading stdin, so a warm container has paid for them.

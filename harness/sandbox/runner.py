@@ -3,7 +3,7 @@
 Protocol (shared with the pipeline; see the module docs of harness.sandbox):
 
 * The sandbox runs ``python3 -c RUNNER_SOURCE``: harness/sandbox/inside.py with
-  harness/codec.py and the scicode shims embedded. It imports numpy and scipy (and
+  harness/sandbox/codec.py and the scicode shims embedded. It imports numpy and scipy (and
   any ``--preload=a,b`` modules) *before* reading stdin, so a warm container has
   already paid for them.
 * Then it reads one line of stdin: the JSON object made by :func:`payload`
@@ -46,7 +46,7 @@ TRUNCATION_NOTE = "\n...[{n} bytes truncated]...\n"
 # ----------------------------------------------------------------------------------------
 
 def _source() -> str:
-    embed = {"_CODEC_SRC": (_HERE.parent / "codec.py").read_text(),
+    embed = {"_CODEC_SRC": (_HERE / "codec.py").read_text(),
              "_CMP_SRC": (_HERE / "shim_cmp.py").read_text(),
              "_PARSE_SRC": (_HERE / "shim_parse.py").read_text()}
     head = "".join(f"{k} = {v!r}\n" for k, v in embed.items())

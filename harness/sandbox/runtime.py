@@ -179,18 +179,3 @@ def reap_orphans(client) -> list[tuple[int, str, str]]:
         reap(cid)
     return left
 
-
-def probe(client, image: str, name: str, timeout: float = 60.0) -> str:
-    """Run `uname -r` in a throw-away container under runtime `name`; the kernel it reports."""
-    from harness.sandbox import Job, Limits
-    from harness.sandbox.docker_backend import DockerBackend
-    lim = Limits(timeout=timeout, memory="256m")
-    be = DockerBackend(image=image, explicit_image=True, client=client, limits=lim, warm=False,
-                       runtime=name, sweep=False)
-    try:
-        out = be.run(Job(code="import os; print(os.uname().release)", limits=lim))
-    finally:
-        be.close()
-    if out.status != "ok":
-        raise RuntimeError(f"probe under {name} ended {out.status}: {out.stderr.strip()[-200:]}")
-    return out.stdout.strip()

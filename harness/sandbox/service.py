@@ -85,7 +85,7 @@ class DockerService:
     """A hardened long-lived container from the backend's image, over the attach socket."""
 
     def __init__(self, backend, source: str, name: str):
-        from harness.sandbox.docker_backend import _Demux, _Slot
+        from harness.sandbox.docker_pool import _Demux, _Slot
         self.backend = backend
         self.lines = _Lines()
 

@@ -1,0 +1,156 @@
+"""`scicode_eval`: every flag of NVIDIA's command (same meaning) plus ours."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+
+def _positive_int(v: str) -> int:
+    i = int(v)
+    if i < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return i
+
+
+def _non_negative_int(v: str) -> int:
+    i = int(v)
+    if i < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return i
+
+
+def _positive_float(v: str) -> float:
+    f = float(v)
+    if f <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return f
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the whole usage text
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="scicode_eval",
+                                description="SciCode evaluation with every candidate in a hardened sandbox.")
+    a = p.add_argument
+    # NVIDIA's flags
+    a("--model", required=True, help="model name sent in each request")
+    a("--url", required=True, help="full chat-completions URL (used exactly as given)")
+    a("--output-dir", type=Path, default=Path("eval_results"))
+    a("--log-dir", type=Path, default=None, help="run logs (default: OUTPUT_DIR/logs)")
+    a("--with-background", action="store_true", help="include scientist background in prompts")
+    a("--temperature", type=float, default=0.0)
+    a("--limit-samples", type=_positive_int, default=None, help="use only the first N problems")
+    a("--n-samples", type=_positive_int, default=1, help="independent chains per problem")
+    a("--extra-params", default="", help="k=v,... : top_p, timeout, max_tokens, max_retries, "
+      "include_system_prompt; other keys go into the request body")
+    a("--include-dev", action="store_true", help="include dev problems (same as --split all)")
+    a("--eval-threads", type=_positive_int, default=None, help="sandbox workers (default: CPU count)")
+    a("--concurrent-requests", type=_positive_int, default=1, help="requests in flight")
+    a("--regex-path", default=None, help="regex file for code extraction (path or packaged name)")
+    a("--prompt-template-type", default=None, help="template file name (e.g. background_comment_template.txt)")
+    # ours
+    a("--split", choices=["test", "dev", "all"], default=None, help="default: test (all with --include-dev); an explicit --split wins over --include-dev")
+    a("--test-data", type=Path, default=None, help="test_data.h5 (else $SCICODE_TEST_DATA, else the cache)")
+    a("--sandbox", choices=["auto", "docker", "process"], default="auto")
+    a("--sandbox-runtime", choices=["runc", "runsc"], default="runc",
+      help="Docker OCI runtime: runsc (gVisor) puts a user-space kernel between candidates "
+      "and the host; slower (see README)")
+    a("--sandbox-image", default=None, help="sandbox image; overrides the pinned one on purpose")
+    a("--sandbox-timeout", type=_positive_float, default=1800.0, help="seconds per candidate")
+    a("--sandbox-memory", default="4g", help="memory per candidate (swap equal)")
+    a("--sandbox-cpus", type=_positive_float, default=1.0)
+    a("--junit-xml", type=Path, default=None)
+    a("--fail-under", type=parse_fail_under, default=None, help="steps=X[,problems=Y]: exit 3 when a score is below")
+    a("--prefill", choices=["verbatim", "extract"], default="verbatim",
+      help="code for the never-asked steps 13.6/62.1/76.3: whole file, or upstream's extraction")
+    a("--problems", type=Path, default=None,
+      help="problems JSONL in SciCode's format (your own problems) instead of --split")
+    a("--grading", choices=["strict", "inprocess"], default="strict",
+      help="strict: the sandbox computes values and a verifier outside it decides every verdict; "
+           "inprocess: upstream's way, verdicts inside the candidate's process (UNSAFE: model code "
+           "can forge them; for debugging parity only)")
+    a("--max-gen-errors", type=_non_negative_int, default=0,
+      help="exit 4 (scores still written) when more steps than this got no answer after retries")
+    a("--reasoning-end-token", default="</think>",
+      help="the answer is what follows the last such token (empty: no stripping)")
+    a("--allow-missing-targets", action="store_true",
+      help="steps the test data lacks score as no_target (never a pass) instead of stopping the run")
+    a("--quiet", action="store_true", help="no progress output")
+    a("--progress", choices=["auto", "rich", "plain"], default="auto",
+      help="bars on a terminal (auto), always bars, or periodic plain lines (logs)")
+    return p
+
+
+def parse_fail_under(s: str | None) -> dict[str, float]:
+    """argparse type of --fail-under: "steps=X[,problems=Y]" -> {"steps": X, "problems": Y}."""
+    if not s:
+        return {}
+    out = {}
+    for part in s.split(","):
+        key, _, val = part.partition("=")
+        key = key.strip()
+        try:
+            if key not in ("steps", "problems") or not val:
+                raise ValueError
+            out[key] = float(val)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected steps=X[,problems=Y], got {s!r}") from None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.sandbox import cleanup
+    cleanup.install(raise_on_term=True)   # Ctrl-C -> 130, SIGTERM -> 143, from the first moment
+    sys.unraisablehook = _unraisable
+    try:
+        args = parser().parse_args(argv)
+        from harness.errors import HarnessError
+        from harness.pipeline import run
+        try:
+            code = run(args)
+        except HarnessError as e:
+            print(f"scicode_eval: error: {e}", file=sys.stderr)
+            code = 2
+        cleanup.raise_if_signalled()   # a signal whose KeyboardInterrupt Python dropped
+    except KeyboardInterrupt as e:   # also cleanup.Terminated (SIGTERM)
+        signum = getattr(e, "signum", None) or cleanup.signalled() or signal.SIGINT
+        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        print(f"scicode_eval: {what}; finished work is kept, rerun to resume", file=sys.stderr)
+        _leave(128 + int(signum))
+    _leave(code)
+
+
+def _unraisable(info) -> None:
+    """An interrupt raised where Python cannot propagate it (a weakref callback during an
+    import, a __del__) is dropped: stay quiet, the run checks for the signal at safe points."""
+    if isinstance(info.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(info)
+
+
+def _leave(code: int) -> None:
+    """Exit with `code`. When a thread is still running (a job cut short by Ctrl-C that
+    has not noticed yet), skip interpreter finalization: a daemon thread frozen there
+    while holding a library's lock (h5py, stdio) would hang the exit forever."""
+    import os
+    import threading
+    others = [t for t in threading.enumerate()
+              if t is not threading.main_thread() and t.is_alive()]
+    if not others:
+        sys.exit(code)
+    from harness.sandbox import cleanup
+    cleanup.run_atexit()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""test_data.h5: the official SciCode test targets, downloaded, resumable, verified.
+
+Primary source: the Hugging Face mirror xantheocracy/scicode-mirror at a pinned
+revision (the same file and sha256 inspect_evals pins); fallback: the upstream
+Google Drive file. Downloads stream into ``<dest>.part`` and resume with an HTTP
+Range request after a cut connection or an interrupted run; the finished file
+is checked against the pinned sha256 and only then renamed into place.
+
+Selection order for a run (`resolve_test_data`): an explicit path, else
+$SCICODE_TEST_DATA, else the cached download.
+"""
+from __future__ import annotations
+
+import os
+import ssl
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from harness.errors import HarnessError
+from harness.util.paths import cache_dir, sha256_file
+
+TEST_DATA_NAME = "test_data.h5"
+TEST_DATA_SHA256 = "48b0272a88b17dbd29777c217e1b4fb2b019b92e11cc2add847409db9541b890"
+HF_REPO = "xantheocracy/scicode-mirror"
+HF_REVISION = "2f903a64a1c4eb62c7c649b0caf7ecb2c0217590"   # short form 2f903a6
+HF_URL = f"https://huggingface.co/datasets/{HF_REPO}/resolve/{HF_REVISION}/{TEST_DATA_NAME}"
+GDRIVE_FILE_ID = "17G_k65N_6yFFZ2O-jQH00Lh6iaw3z-AW"
+GDRIVE_URL = f"https://drive.usercontent.google.com/download?id={GDRIVE_FILE_ID}&confirm=y"
+DEFAULT_URLS = (HF_URL, GDRIVE_URL)
+ENV_TEST_DATA = "SCICODE_TEST_DATA"
+PULL_HINT = "scicode-harness data pull-test-data"
+
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class TestDataError(HarnessError):
+    """A one-line, user-facing problem with test_data.h5."""
+    __test__ = False   # not a pytest test class
+
+
+def default_path() -> Path:
+    """Where pull_test_data() stores the file by default."""
+    return cache_dir() / "test_data" / TEST_DATA_NAME
+
+
+def ssl_context() -> ssl.SSLContext:
+    """The system trust store (so TLS-intercepting proxies with a system CA work):
+    truststore when available, else OpenSSL's defaults plus $SSL_CERT_FILE/$SSL_CERT_DIR."""
+    try:
+        import truststore
+        return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    except Exception:
+        ctx = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None,
+                                         capath=os.environ.get("SSL_CERT_DIR") or None)
+        return ctx
+
+
+def http_client(timeout: float = 60.0, **kwargs):
+    """An httpx.Client on the system trust store, following redirects."""
+    import httpx
+    kwargs.setdefault("verify", ssl_context())
+    kwargs.setdefault("follow_redirects", True)
+    kwargs.setdefault("headers", {"User-Agent": "scicode-harness"})
+    return httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)), **kwargs)
+
+
+
+
+# ---------------------------------------------------------------- verified-stamp
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _sig(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns}"
+
+
+def _write_stamp(path: Path, digest: str):
+    try:
+        _stamp_path(path).write_text(f"{digest} {_sig(path)}\n")
+    except OSError:
+        pass
+
+
+def verify_test_data(path: Path, expected_sha256: str | None = None) -> None:
+    """Raise TestDataError unless path hashes to expected_sha256 (default: the pinned
+    TEST_DATA_SHA256). A stamp file written next to a verified download skips
+    re-hashing while size and mtime are unchanged."""
+    expected_sha256 = expected_sha256 or TEST_DATA_SHA256
+    path = Path(path)
+    if not path.is_file():
+        raise TestDataError(f"{path} not found: run `{PULL_HINT}`")
+    try:
+        digest, sig = _stamp_path(path).read_text().strip().split(" ", 1)
+        if digest == expected_sha256 and sig == _sig(path):
+            return
+    except (OSError, ValueError):
+        pass
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise TestDataError(f"{path}: sha256 mismatch (expected {expected_sha256}, actual {actual}); "
+                            f"the file is tampered or truncated: run `{PULL_HINT} --force`")
+    _write_stamp(path, actual)
+
+
+def resolve_test_data(explicit_path: str | os.PathLike | None = None) -> Path | None:
+    """The test-data file a run should use: explicit_path, else $SCICODE_TEST_DATA,
+    else the cached download (verified, cheaply; TestDataError if it does not verify),
+    else None.
+
+    An explicit or environment path is returned as given (expanded): the caller checks
+    that it exists and holds what the run needs (h5targets.missing_steps). It is not
+    required to be the official file (it may hold regenerated or cleaned targets);
+    `is_official()` tells.
+    """
+    for value in (explicit_path, os.environ.get(ENV_TEST_DATA)):
+        if value:
+            return Path(value).expanduser()
+    cached = default_path()
+    if cached.is_file():
+        verify_test_data(cached)
+        return cached
+    return None
+
+
+def is_official(path: Path) -> bool:
+    try:
+        verify_test_data(Path(path))
+        return True
+    except TestDataError:
+        return False
+
+
+# ---------------------------------------------------------------- download
+
+class _Transient(Exception):
+    pass
+
+
+class _Fatal(Exception):
+    pass
+
+
+def _fmt_mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+class _Progress:
+    def __init__(self, progress, label: str, every_s: float = 10.0):
+        self.progress, self.label, self.every_s = progress, label, every_s
+        self.last_t = time.monotonic()
+        self.last_pct = -1
+
+    def update(self, done: int, total: int | None, final: bool = False):
+        now = time.monotonic()
+        pct = int(done * 100 / total) if total else None
+        step = pct is not None and pct // 10 > self.last_pct // 10
+        if not (final or step or now - self.last_t >= self.every_s):
+            return
+        self.last_t = now
+        if pct is not None:
+            self.last_pct = pct
+            self.progress(f"{self.label}: {_fmt_mb(done)} / {_fmt_mb(total)} ({pct}%)")
+        else:
+            self.progress(f"{self.label}: {_fmt_mb(done)}")
+
+
+def _fetch_once(client, url: str, part: Path, progress: _Progress) -> None:
+    """One HTTP request: resume `part` from its current size (Range) or start afresh.
+    Returns when the body is complete; raises _Transient / _Fatal."""
+    import httpx
+
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        with client.stream("GET", url, headers=headers) as r:
+            if r.status_code == 416 and have:
+                # nothing left to send: the part is (claimed) complete; the hash decides
+                return
+            if r.status_code in _TRANSIENT_STATUS:
+                raise _Transient(f"HTTP {r.status_code}")
+            if r.status_code not in (200, 206):
+                raise _Fatal(f"HTTP {r.status_code}")
+            ctype = r.headers.get("content-type", "")
+            if ctype.startswith("text/html"):
+                raise _Fatal("got an HTML page instead of the file (quota or confirmation page?)")
+            total = None
+            if r.status_code == 206:
+                crange = r.headers.get("content-range", "")   # bytes START-END/TOTAL
+                try:
+                    start = int(crange.split()[1].split("-")[0])
+                    tail = crange.rsplit("/", 1)[1]
+                    total = int(tail) if tail != "*" else None
+                except (IndexError, ValueError):
+                    raise _Fatal(f"bad Content-Range {crange!r}") from None
+                if start != have:
+                    raise _Fatal(f"server resumed at byte {start}, expected {have}")
+                mode = "ab"
+            else:
+                have = 0
+                mode = "wb"
+                length = r.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+            done = have
+            with open(part, mode) as f:
+                for chunk in r.iter_bytes(1 << 16):
+                    f.write(chunk)
+                    done += len(chunk)
+                    progress.update(done, total)
+                f.flush()
+                os.fsync(f.fileno())
+            progress.update(done, total, final=True)
+    except httpx.HTTPError as e:   # cut connection, timeout, DNS, TLS, ...
+        raise _Transient(f"{type(e).__name__}: {e}".split("\n")[0]) from None
+
+
+def _fetch_url(client, url, part, progress, retries, backoff) -> bool:
+    """Fetch url into part, resuming after transient failures. Attempts that make
+    progress do not count against `retries`. Returns whether it resumed midway."""
+    failures = 0
+    resumed = False
+    while True:
+        before = part.stat().st_size if part.exists() else 0
+        try:
+            _fetch_once(client, url, part, progress)
+            return resumed
+        except _Transient as e:
+            resumed = True
+            after = part.stat().st_size if part.exists() else 0
+            failures = 0 if after > before else failures + 1
+            if failures > retries:
+                raise _Fatal(f"{e} (after {retries} retries)") from None
+            progress.progress(f"{TEST_DATA_NAME}: {e}; resuming at {_fmt_mb(after)}")
+            time.sleep(min(backoff * (2 ** max(failures - 1, 0)), 30.0))
+
+
+def pull_test_data(dest: str | os.PathLike | None = None, urls: Iterable[str] | None = None,
+                   progress: Callable[[str], None] | None = print, *,
+                   expected_sha256: str | None = None, force: bool = False,
+                   retries: int = 4, backoff: float = 1.0, client=None) -> Path:
+    """Download test_data.h5 to dest (default: the cache), trying urls in order
+    (default: the Hugging Face mirror, then Google Drive). Resumable; verified
+    against expected_sha256 (default: the pinned TEST_DATA_SHA256); atomic.
+    Raises TestDataError with one line."""
+    progress = progress or (lambda msg: None)
+    expected_sha256 = expected_sha256 or TEST_DATA_SHA256
+    dest = Path(dest).expanduser() if dest else default_path()
+    urls = list(urls) if urls else list(DEFAULT_URLS)
+    if dest.is_dir():
+        dest = dest / TEST_DATA_NAME
+    if not force and dest.is_file():
+        try:
+            verify_test_data(dest, expected_sha256)
+            progress(f"{dest} already present and verified")
+            return dest
+        except TestDataError:
+            progress(f"{dest} does not verify; downloading again")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    if force and part.exists():
+        part.unlink()
+
+    own = client is None
+    client = client or http_client(timeout=60.0)
+    errors = []
+    try:
+        for url in urls:
+            for attempt in (1, 2):
+                resumed = part.exists() and part.stat().st_size > 0
+                progress(f"downloading {TEST_DATA_NAME} from {url}"
+                         + (f" (resuming at {_fmt_mb(part.stat().st_size)})" if resumed else ""))
+                try:
+                    if _fetch_url(client, url, part, _Progress(progress, TEST_DATA_NAME), retries, backoff):
+                        resumed = True
+                except _Fatal as e:
+                    errors.append(f"{url}: {e}")
+                    break
+                actual = sha256_file(part)
+                if actual == expected_sha256:
+                    os.replace(part, dest)
+                    _write_stamp(dest, actual)
+                    progress(f"{dest} verified (sha256 {actual[:12]}...)")
+                    return dest
+                part.unlink(missing_ok=True)
+                if resumed and attempt == 1:
+                    progress("the resumed download does not verify; starting over")
+                    continue
+                errors.append(f"{url}: sha256 mismatch (expected {expected_sha256}, actual {actual})")
+                break
+    finally:
+        if own:
+            client.close()
+    raise TestDataError(f"could not download {TEST_DATA_NAME}: " + "; ".join(errors)
+                        + f"; or fetch it elsewhere and pass --test-data PATH / ${ENV_TEST_DATA}")

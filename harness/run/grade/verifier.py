@@ -1,0 +1,153 @@
+"""Host side of the verifier: one long-lived verifier process per run, shared by all jobs.
+
+The backend starts it in its own pinned environment (``Backend.service``): a hardened
+container from the sandbox image, or a child process of the sandbox interpreter. Requests
+are serialised (a check takes milliseconds); a verifier that dies or does not answer in
+time is restarted once, and the candidate's tests become errors, never passes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_HERE = Path(__file__).resolve().parent
+_SANDBOX = _HERE.parents[1] / "sandbox"   # the in-sandbox sources it embeds
+CHECK_TIMEOUT = 120.0      # seconds for one candidate's checks (honest ones take under 3 s)
+START_TIMEOUT = 120.0
+
+
+def _source() -> str:
+    # These bytes are part of every cached verdict's key (pipeline.Engine.grading_key): an edit
+    # to verifier_main.py, even to its docstring, re-runs every candidate of a resumed run.
+    codec_src = (_SANDBOX / "codec.py").read_text()
+    cmp_src = (_SANDBOX / "shim_cmp.py").read_text()
+    main_src = (_HERE / "verifier_main.py").read_text()
+    return (f"_CODEC_SRC = {codec_src!r}\n_CMP_SRC = {cmp_src!r}\n__name__ = '__main__'\n"
+            + main_src)
+
+
+VERIFIER_SOURCE: str = _source()
+
+
+class VerifierError(RuntimeError):
+    """The verifier could not be started or stopped answering."""
+
+
+class Verifier:
+    def __init__(self, backend):
+        self.backend = backend
+        self._svc = None
+        self._lock = threading.Lock()
+        self._n = 0
+        self.versions: dict = {}
+        self.closed = False
+        self._held: set[str] = set()    # targets the running verifier keeps
+
+    def _start(self) -> None:
+        self._svc = self.backend.service(VERIFIER_SOURCE, "verifier")
+        line = self._svc.readline(START_TIMEOUT)
+        if not line:
+            err = self._svc.stderr_tail() if hasattr(self._svc, "stderr_tail") else ""
+            self._stop()
+            raise VerifierError(f"the verifier did not start{': ' + err if err else ''}")
+        hello = json.loads(line)
+        self.versions = hello.get("versions") or {}
+
+    def _stop(self) -> None:
+        self._held = set()
+        if self._svc is not None:
+            try:
+                self._svc.close()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing the verifier: %s", exc)
+            self._svc = None
+
+    def start(self) -> dict:
+        """Start now (at run start), so a broken environment fails before any job."""
+        with self._lock:
+            if self._svc is None:
+                self._start()
+            return self.versions
+
+    def check(self, deps: str, checks: list[dict], targets_key: str,
+              targets: Callable[[], list], timeout: float = CHECK_TIMEOUT) -> list[dict]:
+        """One result per check: {"status": pass|fail|error, "error": str|None}. Each check
+        names its test's target by index ("t") in the step's targets; `targets()` gives them
+        encoded, and is called only when the verifier does not hold `targets_key` yet (it
+        keeps each step's targets, so n samples of a step send them once)."""
+        if not checks:
+            return []
+        # read outside the lock: a read can block (the h5 reader), and close() must not wait on it
+        encoded = targets() if targets_key not in self._held else None
+        with self._lock:
+            if self.closed:
+                raise VerifierError("the verifier is closed")
+            why = "the verifier did not answer"
+            for attempt in (1, 2):
+                if self._svc is None:
+                    try:
+                        self._start()
+                    except VerifierError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - daemon gone, backend closed
+                        raise VerifierError(f"cannot (re)start the verifier: {exc}") from None
+                self._n += 1
+                req = {"id": self._n, "deps": deps, "checks": checks, "targets_key": targets_key}
+                if targets_key not in self._held:   # (again after a restart)
+                    encoded = targets() if encoded is None else encoded
+                    req["targets"] = encoded
+                try:
+                    self._send(req)
+                    del req
+                    line = self._svc.readline(timeout)
+                except OSError as exc:
+                    line, why = None, f"lost the verifier: {exc}"
+                else:
+                    why = "the verifier did not answer in time"
+                if line:
+                    reply = json.loads(line)
+                    if reply.get("id") == self._n and isinstance(reply.get("results"), list) \
+                            and len(reply["results"]) == len(checks):
+                        if reply.get("held"):
+                            self._held.add(targets_key)
+                        return reply["results"]
+                    why = f"bad verifier reply: {reply.get('error') or str(reply)[:200]}"
+                log.warning("%s (attempt %d); restarting it", why, attempt)
+                self._stop()
+            return [{"status": "error", "error": f"not verified: {why}"} for _ in checks]
+
+    def _send(self, obj: dict, size: int = 1 << 20) -> None:
+        """One JSON line, written in pieces of about `size` (large values are never held as
+        one JSON text plus its bytes)."""
+        buf, n = [], 0
+        for piece in json.JSONEncoder(allow_nan=False).iterencode(obj):
+            buf.append(piece)
+            n += len(piece)
+            if n >= size:
+                self._svc.send("".join(buf).encode())
+                buf, n = [], 0
+        buf.append("\n")
+        self._svc.send("".join(buf).encode())
+
+    def close(self, wait: float = 5.0) -> None:
+        self.closed = True
+        if not self._lock.acquire(timeout=wait):
+            # a check is waiting for an answer: end the service under it (it then fails)
+            svc = self._svc
+            if svc is not None:
+                try:
+                    svc.close()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("closing the verifier: %s", exc)
+            if not self._lock.acquire(timeout=wait):
+                log.warning("the verifier did not stop in time")
+                return
+        try:
+            self._stop()
+        finally:
+            self._lock.release()

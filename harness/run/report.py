@@ -1,0 +1,81 @@
+"""Run outputs: results JSON (NVIDIA-compatible keys plus ours), JUnit XML, summary."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from harness.util.paths import write_text_atomic
+from harness.run.score import Scores, stderr
+
+
+def model_short(model: str) -> str:
+    return Path(model).parts[-1] if model else "model"
+
+
+def results_path(output_dir: Path, model: str, with_background: bool) -> Path:
+    bg = "with_background" if with_background else "without_background"
+    return Path(output_dir) / "scicode_results" / f"{model_short(model)}_{bg}.json"
+
+
+def write_results(path: Path, sc: Scores, meta: dict) -> dict:
+    data = {
+        # NVIDIA-compatible keys
+        "steps_pass@1": sc.steps,
+        "problems_pass@1": sc.problems,
+        "n_samples": sc.n_samples,
+        "num_correct": sc.num_correct,
+        # ours
+        "scored_steps": sc.scored_steps,
+        "problems": sc.n_problems,
+        "per_sample": {"steps_pass@1": sc.per_sample_steps, "problems_pass@1": sc.per_sample_problems},
+        "stderr": {"steps_pass@1": stderr(sc.per_sample_steps),
+                   "problems_pass@1": stderr(sc.per_sample_problems)},
+        "counts": sc.counts,
+        "per_problem": sc.per_problem,
+        "nvidia_26_3_equivalent": sc.nvidia,
+        "run": meta,
+    }
+    write_text_atomic(path, json.dumps(data, indent=2))
+    return data
+
+
+def write_records(path: Path, records: list[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def write_junit(path: Path, records: list[dict], name: str = "scicode") -> None:
+    suite = ET.Element("testsuite", name=name, tests=str(len(records)))
+    failures = errors = 0
+    for r in records:
+        tc = ET.SubElement(suite, "testcase", classname=f"scicode.{r['problem_id']}",
+                           name=f"{r['step_id']}[sample {r['sample']}]", time=f"{r.get('duration') or 0:.3f}")
+        st = r["status"]
+        if st == "pass":
+            continue
+        msg = f"{st}: {r.get('error') or ''}"[:2000]
+        if st == "fail":
+            failures += 1
+            ET.SubElement(tc, "failure", message=msg, type=st).text = r.get("stderr_tail") or ""
+        else:
+            errors += 1
+            ET.SubElement(tc, "error", message=msg, type=st).text = r.get("stderr_tail") or ""
+    suite.set("failures", str(failures))
+    suite.set("errors", str(errors))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def summary(sc: Scores, result_file: Path) -> str:
+    ok_steps = round(sc.steps * sc.scored_steps * sc.n_samples)
+    ok_probs = round(sc.problems * sc.n_problems * sc.n_samples)
+    per = "" if sc.n_samples == 1 else f" (totals over {sc.n_samples} samples)"
+    lines = [
+        f"steps_pass@1    {sc.steps:.4f}  ({ok_steps}/{sc.scored_steps * sc.n_samples}){per}",
+        f"problems_pass@1 {sc.problems:.4f}  ({ok_probs}/{sc.n_problems * sc.n_samples})",
+        "counts          " + ", ".join(f"{k} {v}" for k, v in sc.counts.items()),
+        f"nvidia-26.3 equivalent: steps {sc.nvidia['steps_pass@1']:.4f}, problems {sc.nvidia['problems_pass@1']:.4f}",
+        f"results: {result_file}",
+    ]
+    return "\n".join(lines)

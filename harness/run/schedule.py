@@ -1,0 +1,129 @@
+"""Longest-expected-first dispatch of sandbox jobs.
+
+A step's run time is set mostly by its test inputs, not by the model's code, so how
+long the same step took before is a good guess. Starting the longest jobs first
+keeps all workers busy to the end instead of leaving one heavy job alone at the
+tail (the classic LPT rule). With no history, jobs run in arrival order.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import math
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Callable, Optional
+
+from harness.util import paths
+
+UNKNOWN = 2.0      # seconds assumed for a step never seen: above a light step (~0.5 s)
+FILE = paths.STEP_HISTORY_FILE
+ENV_PATH = paths.ENV_STEP_HISTORY
+
+
+def default_path() -> Path:
+    return paths.step_history_path()
+
+
+class History:
+    """Seconds per step id from earlier runs, kept in the cache dir (or `path`)."""
+
+    def __init__(self, path: Optional[Path] = None):
+        self.path = Path(path) if path else default_path()
+        self.seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.known = self._load()
+
+    def _load(self) -> dict[str, float]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            known = {str(k): float(v) for k, v in data.items()}
+            return {k: v for k, v in known.items() if math.isfinite(v) and v >= 0}
+        except (OSError, ValueError, AttributeError, TypeError):
+            return {}   # missing or damaged: only the order suffers
+
+    def expect(self, step_id: str) -> Optional[float]:
+        with self._lock:
+            return self.seen.get(step_id, self.known.get(step_id))
+
+    def priority(self, step_id: str) -> float:
+        got = self.expect(step_id)
+        return UNKNOWN if got is None else got
+
+    def record(self, step_id: str, seconds: float) -> None:
+        """A finished job's duration; the estimate moves halfway towards it."""
+        with self._lock:
+            old = self.seen.get(step_id, self.known.get(step_id))
+            self.seen[step_id] = seconds if old is None else (old + seconds) / 2
+
+    def save(self) -> None:
+        """Merge into the file; never fails a run (the history is only a hint)."""
+        with self._lock:
+            if not self.seen:
+                return
+            merged = dict(self._load(), **self.seen)
+        try:
+            paths.write_text_atomic(self.path, json.dumps(merged, indent=0, sort_keys=True))
+        except OSError:
+            pass
+
+
+class PriorityPool:
+    """A fixed set of worker threads; the queued call with the highest priority runs next
+    (ties in submission order). `submit` returns a concurrent.futures.Future."""
+
+    def __init__(self, workers: int, name: str = "worker"):
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, priority: float, fn: Callable, *args) -> Future:
+        fut: Future = Future()
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("pool is shut down")
+            heapq.heappush(self._heap, (-priority, next(self._seq), fut, fn, args))
+            self._cv.notify()
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap and not self._closed:
+                    self._cv.wait()
+                if not self._heap:
+                    return
+                _, _, fut, fn, args = heapq.heappop(self._heap)
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as e:   # delivered to whoever waits on the future
+                fut.set_exception(e)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        with self._cv:
+            self._closed = True
+            if cancel_futures:
+                for item in self._heap:
+                    item[2].cancel()
+                self._heap.clear()
+            self._cv.notify_all()
+        if wait:
+            for t in self._threads:
+                t.join()
+
+    def join(self, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds in all) for the workers to end; True if they did."""
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(end - time.monotonic(), 0))
+        return not any(t.is_alive() for t in self._threads)

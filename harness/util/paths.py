@@ -1,0 +1,67 @@
+"""Where the harness keeps its cache (dataset, wheelhouse, targets)."""
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+ENV_CACHE = "SCICODE_HARNESS_CACHE"
+ENV_STEP_HISTORY = "SCICODE_STEP_HISTORY"   # another file for the step-duration history (tests use their own)
+STEP_HISTORY_FILE = "step_seconds.json"
+ENV_IMAGE_DIR = "SCICODE_HARNESS_IMAGE_DIR"   # another sandbox image recipe (Dockerfile + lock)
+
+
+def cache_dir() -> Path:
+    """$SCICODE_HARNESS_CACHE, else $XDG_CACHE_HOME/scicode-harness, else ~/.cache/scicode-harness."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "scicode-harness"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def step_history_path() -> Path:
+    """The step-duration history (run.schedule): $SCICODE_STEP_HISTORY, else in the cache dir."""
+    if os.environ.get(ENV_STEP_HISTORY):
+        return Path(os.environ[ENV_STEP_HISTORY])
+    return cache_dir() / STEP_HISTORY_FILE
+
+
+def sandbox_image_dir(default: Path) -> Path:
+    """The sandbox image recipe: $SCICODE_HARNESS_IMAGE_DIR, else `default` (sandbox_image/)."""
+    return Path(os.environ.get(ENV_IMAGE_DIR) or default)
+
+
+def targets_path(split: str = "dev") -> Path:
+    """Where `scicode-harness targets build` keeps regenerated targets by default."""
+    return cache_dir() / "targets" / f"{split}.h5"
+
+
+def prune_siblings(keep: Path) -> list[Path]:
+    """Remove the other versions next to a freshly made cache entry (e.g. older
+    wheelhouses, one per lock); hidden staging directories are left alone."""
+    gone = []
+    for p in keep.parent.iterdir():
+        if p != keep and p.is_dir() and not p.name.startswith("."):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+    return gone
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temp file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
