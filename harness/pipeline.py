@@ -149,10 +149,13 @@ def prepare(args) -> Run:
 
 
 def open_backend(run: Run, workers: int):
+    options = {}
+    if run.args.sandbox == "process" and os.environ.get("SCICODE_PROCESS_PYTHON"):
+        options["python"] = os.environ["SCICODE_PROCESS_PYTHON"]   # the README's setting
     return get_backend(run.args.sandbox, image=run.args.sandbox_image,
                        explicit_image=bool(run.args.sandbox_image), workers=workers,
                        run_id=uuid.uuid4().hex[:12], limits=run.limits,
-                       runtime=getattr(run.args, "sandbox_runtime", None))
+                       runtime=getattr(run.args, "sandbox_runtime", None), **options)
 
 
 # ---------------------------------------------------------------- stages

@@ -231,3 +231,18 @@ def test_a_job_cut_short_by_shutdown_is_no_verdict(problem_set, tmp_path):
     finally:
         engine.pool.shutdown()
         engine.grader.shutdown()
+
+
+def test_process_sandbox_uses_scicode_process_python(problem_set, tmp_path, monkeypatch):
+    """SCICODE_PROCESS_PYTHON (README) chooses the process backend's interpreter: jobs and the
+    verifier run it, so verdicts follow its numpy (make test points it at the sandbox lock's)."""
+    pfile, tfile = problem_set
+    py = os.environ.get("SCICODE_PROCESS_PYTHON") or sys.executable
+    want = subprocess.run([py, "-c", "import numpy; print(numpy.__version__)"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    monkeypatch.setenv("SCICODE_PROCESS_PYTHON", py)
+    with FakeEndpoint(answer) as ep:
+        p = run_eval(ep, tmp_path / "out", pfile, tfile, sandbox="process")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    res = json.loads(next((tmp_path / "out" / "scicode_results").glob("*.json")).read_text())
+    assert res["run"]["grading"]["verifier_versions"]["numpy"] == want
