@@ -35,6 +35,25 @@ class _Lines:
         return line
 
 
+def _readline(lines: _Lines, recv, timeout: float, feed=None) -> Optional[bytes]:
+    """The next line, reading with `recv(seconds_left)` (None: nothing yet, b"": closed);
+    `feed` takes raw chunks (default: straight into `lines`). None on timeout or EOF."""
+    feed = feed or lines.feed
+    end = time.monotonic() + timeout
+    while True:
+        line = lines.pop()
+        if line is not None:
+            return line
+        left = end - time.monotonic()
+        if left <= 0:
+            return None
+        chunk = recv(left)
+        if chunk == b"":
+            return None
+        if chunk:
+            feed(chunk)
+
+
 class ProcessService:
     """A child process of the backend's interpreter, in its own session."""
 
@@ -49,21 +68,13 @@ class ProcessService:
         self.proc.stdin.flush()
 
     def readline(self, timeout: float) -> Optional[bytes]:
-        end = time.monotonic() + timeout
+        return _readline(self.lines, self._recv, timeout)
+
+    def _recv(self, left: float) -> Optional[bytes]:
+        """Up to 1 MB, b"" at EOF, None when nothing came within `left` seconds."""
         fd = self.proc.stdout.fileno()
-        while True:
-            line = self.lines.pop()
-            if line is not None:
-                return line
-            left = end - time.monotonic()
-            if left <= 0:
-                return None
-            r, _, _ = select.select([fd], [], [], left)
-            if r:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    return None
-                self.lines.feed(chunk)
+        r, _, _ = select.select([fd], [], [], left)
+        return os.read(fd, 1 << 20) if r else None
 
     def close(self) -> None:
         try:
@@ -109,22 +120,14 @@ class DockerService:
         self.raw.sendall(data)
 
     def readline(self, timeout: float) -> Optional[bytes]:
-        end = time.monotonic() + timeout
-        while True:
-            line = self.lines.pop()
-            if line is not None:
-                return line
-            left = end - time.monotonic()
-            if left <= 0:
-                return None
-            self.raw.settimeout(left)
-            try:
-                chunk = self.raw.recv(1 << 20)
-            except socket.timeout:
-                return None
-            if not chunk:
-                return None
-            self.demux.feed(chunk)
+        return _readline(self.lines, self._recv, timeout, self.demux.feed)
+
+    def _recv(self, left: float) -> Optional[bytes]:
+        self.raw.settimeout(left)
+        try:
+            return self.raw.recv(1 << 20)
+        except socket.timeout:
+            return None
 
     def close(self) -> None:
         self.backend.discard_service(self.slot)
