@@ -47,6 +47,18 @@ def dev_problems():
         return dataset.load_problems("dev")
 
 
+@pytest.fixture(scope="session")
+def dev_targets(sandbox_image):
+    """The dev targets regenerated from gold code in the sandbox (the cache's), built if missing."""
+    from harness.util.paths import targets_path
+    path = targets_path("dev")
+    if not path.is_file():
+        from harness.targets.build import build
+        rep = build(split="dev", out=path, backend="docker", progress=None)
+        assert rep.ok, rep.summary()
+    return path
+
+
 @pytest.fixture()
 def tmp_cache(tmp_path, monkeypatch):
     """An empty harness cache for tests that must not touch the user's."""

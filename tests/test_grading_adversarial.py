@@ -138,17 +138,6 @@ NAMES = list(ATTACKS)
 
 
 @pytest.fixture(scope="module")
-def dev_targets(dev_problems):
-    from harness.util.paths import targets_path
-    path = targets_path("dev")
-    if not path.is_file():
-        from harness.targets.build import build
-        rep = build(split="dev", out=path, backend="docker", progress=None)
-        assert rep.ok, rep.summary()
-    return path
-
-
-@pytest.fixture(scope="module")
 def attack_run(tmp_path_factory, dev_problems, dev_targets, sandbox_image):
     from harness.reference import StepIndex
     index = StepIndex(dev_problems)

@@ -15,15 +15,6 @@ BIN = Path(sys.executable).parent
 SMALL = ["1", "3", "4", "6", "19", "29"]  # quick dev problems (no step takes more than a second or two)
 
 
-@pytest.fixture(scope="session")
-def dev_targets(sandbox_image):
-    from harness.util.paths import targets_path
-    path = targets_path("dev")
-    if not path.is_file():
-        from harness.targets.build import build
-        rep = build(split="dev", out=path, backend="docker", progress=None)
-        assert rep.ok, rep.summary()
-    return path
 
 
 @pytest.fixture()
