@@ -13,7 +13,7 @@ import yaml
 
 from fake_endpoint import FakeEndpoint, Reply
 from test_e2e import GOLD, PROBLEMS, answer, metrics, problem_set  # noqa: F401 (fixture)
-from test_selftest import SMALL, dev_targets  # noqa: F401 (fixture)
+from test_selftest import SMALL
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
