@@ -26,8 +26,9 @@ import ast
 from dataclasses import dataclass, field
 from typing import Optional
 
-TARGET = "target"
-RECORD = "__scicode_record__"
+from harness.data.testast import (NUMPY_MODULES, RECORD, TARGET, bool_reduction, chain, comparator,
+                                  mentions, param_names)
+
 VALUES = "__scicode_values__"
 V = "__scicode_v__"
 STRICT = "__scicode_strict__"
@@ -41,9 +42,7 @@ SAFE_BUILTINS = frozenset({
 # attribute chains that give different values on every call: computed in the sandbox only
 NONDETERMINISTIC = frozenset({"random", "time", "perf_counter", "datetime", "uuid", "secrets",
                               "os", "sys", "urandom", "default_rng", "seed"})
-# calls that compare: kept in the verifier, their untrusted arguments become leaves
-COMPARATORS = frozenset({"allclose", "isclose", "array_equal", "array_equiv", "equal",
-                         "cmp_tuple_or_list", "are_dicts_close", "are_csc_matrix_close"})
+# calls that compare (testast.COMPARATORS): kept in the verifier, their untrusted arguments become leaves
 # np.allclose & co. in the verifier: vacuous comparisons (sizes differ) fail
 STRICT_NUMPY = frozenset({"allclose", "array_equal"})
 
@@ -71,17 +70,6 @@ class Split:
         if self.error:
             return "unsupported"
         return "target" if self.uses_target else "test"
-
-
-def _chain(node: ast.AST) -> list[str]:
-    """np.random.randn -> ["np", "random", "randn"]; [] for anything else."""
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        return [node.id] + parts[::-1]
-    return []
 
 
 def _bound(target: ast.AST) -> tuple[set[str], set[str]]:
@@ -150,7 +138,7 @@ class _Splitter:
                 if n.id != TARGET and n.id not in sc.trusted and n.id not in self._comp_vars(node):
                     return False
             if isinstance(n, (ast.Call, ast.Attribute)):
-                if any(p in NONDETERMINISTIC for p in _chain(n.func if isinstance(n, ast.Call) else n)[1:]):
+                if any(p in NONDETERMINISTIC for p in chain(n.func if isinstance(n, ast.Call) else n)[1:]):
                     return False
             if isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await, ast.NamedExpr)):
                 return False
@@ -169,8 +157,7 @@ class _Splitter:
         return out
 
     def has_target(self, node: ast.AST, sc: _Scope) -> bool:
-        return any(isinstance(n, ast.Name) and (n.id == TARGET or n.id in sc.derived)
-                   for n in ast.walk(node))
+        return mentions(node, {TARGET} | sc.derived)
 
     def comparison_layer(self, node: ast.AST, sc: _Scope) -> bool:
         if isinstance(node, (ast.Compare, ast.BoolOp)):
@@ -178,11 +165,10 @@ class _Splitter:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             return True
         if isinstance(node, ast.Call):
-            ch = _chain(node.func)
-            if ch and ch[-1] in COMPARATORS and self.trusted(node.func, sc):
+            if comparator(node.func) and self.trusted(node.func, sc):
                 return True
-            if (isinstance(node.func, ast.Attribute) and node.func.attr in ("all", "any")
-                    and not node.args and self.comparison_layer(node.func.value, sc)):
+            reduced = bool_reduction(node)    # np.isclose(...).any()
+            if reduced and self.comparison_layer(reduced[0], sc):
                 return True
         return False
 
@@ -226,8 +212,8 @@ class _Splitter:
         """np.allclose/np.array_equal calls -> the verifier's strict versions."""
         def fix(n):
             if isinstance(n, ast.Call):
-                ch = _chain(n.func)
-                if len(ch) == 2 and ch[0] in ("np", "numpy") and ch[1] in STRICT_NUMPY:
+                ch = chain(n.func)
+                if len(ch) == 2 and ch[0] in NUMPY_MODULES and ch[1] in STRICT_NUMPY:
                     n.func = ast.Attribute(value=ast.Name(STRICT, ast.Load()), attr=ch[1], ctx=ast.Load())
         if shallow:
             fix(node)
@@ -283,7 +269,7 @@ class _Splitter:
                 mutated |= {m.id for m in ast.walk(n.func.value) if isinstance(m, ast.Name)}
         uses_target = self.has_target(st, sc)
         if isinstance(st, ast.AugAssign):
-            root = _chain(st.target.value if isinstance(st.target, (ast.Subscript, ast.Attribute))
+            root = chain(st.target.value if isinstance(st.target, (ast.Subscript, ast.Attribute))
                           else st.target)
             ok = self.trusted(st, sc) and bool(root) and root[0] in sc.trusted
         else:
@@ -335,9 +321,7 @@ class _Splitter:
         return [s_node], [v_node]
 
     def funcdef(self, st, sc: _Scope) -> tuple[list, list]:
-        a = st.args
-        params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
-        params |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
+        params = param_names(st.args)
         inner = sc.child(params)
         inner.trusted.add(st.name)     # recursion
         if st.decorator_list:
