@@ -84,6 +84,30 @@ def test_rewrite_every_dev_case(dev_problems):
                      "tuple:allclose,allclose": 4, "helper:are_equivalent": 3}
 
 
+def test_rewrite_every_test_split_case():
+    """The test split ships no gold code, but a user's problems may reuse its tests: all 915 rewrite,
+    the 21 that unpack the target and 52.4's `... == target.any()` included."""
+    from harness.data import dataset
+    try:
+        problems = dataset.load_problems("test")
+    except dataset.DataError:
+        dataset.pull()
+        problems = dataset.load_problems("test")
+    kinds = collections.Counter()
+    for prob in problems:
+        for step in prob["sub_steps"]:
+            for i, src in enumerate(step["test_cases"]):
+                r = rewrite.rewrite_test(src, f"{step['step_number']} test{i + 1}")
+                assert r.supported, r.error
+                assert not rewrite._free_target_refs(ast.parse(r.source))
+                kinds[r.kind.split(":")[0]] += 1
+                if step["step_number"] == "52.4" and i == 2:
+                    assert r.kind == "any:eq" and r.reduced_by == "any"
+                    assert r.source.endswith("__scicode_record__(np.isclose(Bnd[0], (0,-1)).any())")
+    assert sum(kinds.values()) == 915
+    assert kinds["unpack"] == 21 and kinds["any"] == 1
+
+
 def test_dev_plans_cover_all_scored_steps(dev_problems):
     skipped = []
     plans = build.plan_steps(dev_problems, skipped)
@@ -113,6 +137,13 @@ def test_dev_plans_cover_all_scored_steps(dev_problems):
     ("assert np.allclose(d(c)[0], target[0]) and np.allclose(d(c)[1], target[1])",
      "tuple:allclose,allclose", "(d(c)[0], d(c)[1],)"),
     ("assert np.allclose(target[1], b) and a == target[0]", "tuple:allclose,eq", "(a, b,)"),
+    ("assert np.array_equiv(f(1), target)", "array_equiv", "f(1)"),
+    ("assert np.allclose((target[0], target[1]), (f(1), g(2)), atol=1e-6) and h() == target[2]",
+     "tuple:allclose,eq", "(f(1), g(2), h(),)"),
+    ("s, v = target\nassert np.allclose(f()[0], s) and g() == v", "unpack:tuple:allclose,eq", "(f()[0], g(),)"),
+    ("B = f()\nassert np.isclose(B[0], (0, -1)).any() == target.any()", "any:eq",
+     "np.isclose(B[0], (0, -1)).any()"),
+    ("assert target.all() == (f() > 0)", "all:eq", "f() > 0"),
 ])
 def test_rewrite_forms(src, kind, recorded):
     r = rewrite.rewrite_test(src)
@@ -164,6 +195,10 @@ def test_rewrite_without_target_is_unchanged(src):
 @pytest.mark.parametrize("src,why", [
     ("s, v = target\nassert np.allclose(f()[0], s)", "line 1: s, v = target"),
     ("assert target.any()", "unsupported"),
+    ("assert f() == target.any(axis=0)", "unsupported"),        # only the plain reductions
+    ("assert f() == target.sum()", "unsupported"),
+    ("assert target.any() == target.all()", "unsupported"),
+    ("s, v = target\nassert f() == s.any() and g() == v", "line 1: s, v = target"),
     ("assert f() < target", "unsupported"),
     ("assert np.allclose(f(), target)\nassert g() == target", "2 assertions"),
     ("assert np.allclose(f(), target), target", "unsupported"),
@@ -180,6 +215,27 @@ def test_rewrite_reports_unsupported(src, why):
     assert not r.supported and r.source is None and r.kind == "unsupported"
     assert r.error.startswith("9.9 test3: ") and why in r.error
     assert "syntax" in why or "unsupported use of target" in r.error
+
+
+def test_reduced_target_passes_the_original_assertion(tmp_path):
+    """A test comparing c with target.any()/.all() stores numpy.array([c]): after the h5 round
+    trip and the codec (how targets reach the verifier or the sandbox), the original assertion
+    passes for the reference value and fails for the other bool."""
+    from harness.data import h5targets
+    from harness.sandbox import codec
+    for c in (True, False, np.bool_(True), np.array(False)):
+        for method in ("any", "all"):
+            t, why = rewrite.reduced_target(c, method)
+            assert why is None and t.dtype == np.bool_ and t.shape == (1,) and t[0] == c
+            h5targets.write_targets(tmp_path / "r.h5", {"1.1": [t]})
+            (back,) = h5targets.read_step_targets(tmp_path / "r.h5", "1.1", 1)
+            ns = {"np": np, "target": codec.decode(codec.encode(back)), "c": c}
+            exec(f"assert c == target.{method}()", ns)
+            with pytest.raises(AssertionError):
+                exec(f"assert (not c) == target.{method}()", ns)
+    for c in (1.0, 2, np.array([True, False]), "yes", None):
+        t, why = rewrite.reduced_target(c, "any")
+        assert t is None and "target.any()" in why and "no target reduces to it" in why
 
 
 # ------------------------------------------------------------------ values
@@ -330,6 +386,35 @@ def test_build_reports_values_the_schema_cannot_hold(tmp_path):
     rep = build.build(problems_path=path, out=tmp_path / "p.h5", backend=LocalRunner(), runs=1, progress=None)
     assert rep.steps_written == ["803.2"] and rep.steps_missing == ["803.1"]
     assert "cannot be stored" in rep.failed[0].message
+
+
+def test_build_records_what_target_any_must_reduce_to(tmp_path):
+    """52.4's form: the stored bool makes the original tests pass for the gold code (graded
+    in-process with the built targets) and fail for a wrong answer; a comparand that is no bool
+    cannot be given a target, and the step says why."""
+    from harness.data import h5targets
+    from harness.sandbox import codec
+    roots = "def roots(n):\n    return [(k, -1.0 / (k + 1) ** 2) for k in range(n)]"
+    tests = ["R = roots(3)\nassert np.isclose(R[0], (0, -1)).any() == target.any()",
+             "assert np.allclose(roots(2), target)",
+             "assert (np.array(roots(2))[:, 1] < 0).all() == target.all()"]
+    probs = [_problem("806", [(roots, tests),
+                              ("def g():\n    return np.array([1.0, -2.0])", ["assert g() == target.any()"])])]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in probs))
+    rep = build.build(problems_path=path, out=tmp_path / "p.h5", backend=LocalRunner(), runs=2, progress=None)
+    assert rep.steps_written == ["806.1"] and rep.steps_missing == ["806.2"] and not rep.unsupported
+    assert [(f.step, f.test) for f in rep.failed] == [("806.2", 1), ("806.2", 1)]
+    assert "target.any(), which is one bool, but the reference value is ndarray of shape (2,)" \
+        in rep.failed[0].message
+    got = h5targets.read_step_targets(tmp_path / "p.h5", "806.1", 3)
+    assert np.array_equal(got[0], [True]) and np.array_equal(got[2], [True])
+
+    def grade(code):
+        job = Job(code="import numpy as np\n" + code, tests=tests, targets=[codec.encode(v) for v in got])
+        return [t["status"] for t in LocalRunner().run(job).report["tests"]]
+    assert grade(roots) == ["pass"] * 3
+    assert grade(roots.replace("(k, -1.0", "(k + 5, 3.0"))[::2] == ["fail", "fail"]
 
 
 def test_gold_code_missing_is_an_error(tmp_path):

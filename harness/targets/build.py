@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Optional
 from harness.data.dataset import step_key
 from harness.run.schedule import History, PriorityPool
 from harness.targets.compare import values_close, values_equal
-from harness.targets.rewrite import NO_TARGET, PLACEHOLDER_TEST, RewriteResult, rewrite_test
+from harness.targets.rewrite import NO_TARGET, PLACEHOLDER_TEST, RewriteResult, reduced_target, rewrite_test
 
 
 @dataclass
@@ -218,9 +218,14 @@ def _interpret(plan: StepPlan, outcome) -> tuple[list, Optional[str]]:
             results.append(("fail", f"recorded {len(recs)} values (expected 1)"))
             continue
         try:
-            results.append(("ok", codec.decode(recs[0])))
+            value = codec.decode(recs[0])
         except Exception as e:
             results.append(("fail", f"cannot decode recorded value: {e}"))
+            continue
+        why = None
+        if rw.reduced_by:      # the test compares with target.any(): see reduced_target
+            value, why = reduced_target(value, rw.reduced_by)
+        results.append(("fail", why) if why else ("ok", value))
     return results, None
 
 

@@ -5,16 +5,15 @@ import ast
 from dataclasses import dataclass
 from typing import Optional
 
-RECORD = "__scicode_record__"
-TARGET = "target"
+import numpy as np
+
+from harness.data.testast import (BOOL_REDUCTIONS, RECORD, TARGET, bool_reduction, comparator, equality,
+                                  is_target, mentions, param_names)
+
 PLACEHOLDER_TEST = "pass  # unsupported test case: nothing is recorded\n"
 # What a test without `target` gets in the file: an empty test group, which the
 # official reader (and harness.data.h5targets) reads back as an empty tuple.
 NO_TARGET = ()
-
-# comparison functions whose two positional arguments are (EXPR, target) in either order
-_NUMPY_COMPARATORS = {"allclose", "isclose", "array_equal"}
-_SCICODE_COMPARATORS = {"cmp_tuple_or_list", "are_dicts_close", "are_csc_matrix_close"}
 
 
 # --------------------------------------------------------------------------- rewrite
@@ -23,9 +22,11 @@ _SCICODE_COMPARATORS = {"cmp_tuple_or_list", "are_dicts_close", "are_csc_matrix_
 class RewriteResult:
     """Outcome of rewriting one test case.
 
-    kind: "none" (no target; source unchanged), "allclose"/"isclose"/"array_equal",
-    "cmp_tuple_or_list", "are_dicts_close", "are_csc_matrix_close", "helper:<name>",
-    "eq", "tuple:<kind>,<kind>" (10.3 style), or "unsupported".
+    kind: "none" (no target; source unchanged), a comparator's name ("allclose", "isclose",
+    "array_equal", "cmp_tuple_or_list", "are_dicts_close", ...: testast.COMPARATORS),
+    "helper:<name>", "eq", "tuple:<kind>,<kind>" (10.3 style), "unpack:<kind>" (the test
+    unpacked the target first), "any:<kind>"/"all:<kind>" (it compares with ``target.any()``;
+    see ``reduced_target``), or "unsupported".
     """
     source: Optional[str]          # test code to run in record mode; None when unsupported
     kind: str
@@ -36,101 +37,95 @@ class RewriteResult:
     def supported(self) -> bool:
         return self.error is None
 
-
-def _is_target(node: ast.AST) -> bool:
-    return isinstance(node, ast.Name) and node.id == TARGET
+    @property
+    def reduced_by(self) -> Optional[str]:
+        """"any"/"all" when the test compares with ``target.any()``/``target.all()``."""
+        head = self.kind.split(":")[0]
+        return head if head in BOOL_REDUCTIONS else None
 
 
 def _target_index(node: ast.AST) -> Optional[int]:
     """k for ``target[k]`` with a literal non-negative int, else None."""
-    if isinstance(node, ast.Subscript) and _is_target(node.value):
+    if isinstance(node, ast.Subscript) and is_target(node.value):
         sl = node.slice
         if isinstance(sl, ast.Constant) and type(sl.value) is int and sl.value >= 0:
             return sl.value
     return None
 
 
-def _mentions_target(node: ast.AST) -> bool:
-    return any(_is_target(n) for n in ast.walk(node))
+def _target_method(node: ast.AST) -> Optional[str]:
+    """"any"/"all" for ``target.any()``/``target.all()`` without arguments, else None."""
+    reduced = bool_reduction(node)
+    if reduced and is_target(reduced[0]) and not node.keywords:
+        return reduced[1]
+    return None
 
 
-def _func_name(func: ast.AST) -> tuple[Optional[str], Optional[str]]:
-    """(module-ish prefix, name) of a called function: np.allclose -> ("np", "allclose")."""
-    if isinstance(func, ast.Name):
-        return None, func.id
-    if isinstance(func, ast.Attribute):
-        base = func.value
-        prefix = base.id if isinstance(base, ast.Name) else ast.unparse(base)
-        return prefix, func.attr
-    return None, None
+def _sides(node: ast.AST, helpers: set[str]) -> Optional[tuple[str, ast.expr, ast.expr]]:
+    """(kind, a, b) when node compares two values: a comparator or a local helper called with
+    two positional arguments (keywords such as tolerances may not use target), or ``a == b``."""
+    eq = equality(node)
+    if eq:
+        return ("eq",) + eq
+    if not isinstance(node, ast.Call):
+        return None
+    kind = comparator(node.func, numpy_prefix=True)
+    if kind is None and isinstance(node.func, ast.Name) and node.func.id in helpers:
+        kind = f"helper:{node.func.id}"
+    if kind is None or len(node.args) != 2 or any(isinstance(a, ast.Starred) for a in node.args):
+        return None
+    if any(k.arg is None or mentions(k.value) for k in node.keywords):
+        return None
+    return kind, node.args[0], node.args[1]
+
+
+def reduced_target(value, method: str):
+    """The target to store for a test that compares a value c with ``target.any()``/``.all()``.
+
+    Such a test sees its target only through the reduction, so the target it was written
+    with cannot be recovered, and need not be: the rule is to store ``numpy.array([c])``, a
+    one-element bool array b with b.any() == b.all() == c, so the original assertion,
+    ``cmp(c, target.any())``, compares c with itself and passes for the reference code. An
+    array, not a numpy bool: h5 reads a scalar back as ``numpy.bool_``, which the sandbox
+    codec turns into a Python bool (no ``.any()``); an array stays an array on every path. A
+    c that is no bool (a number, an array) has no such target: a reduction is one bool.
+    Returns (target, None) or (None, why).
+    """
+    if isinstance(value, (bool, np.bool_)) or (
+            isinstance(value, np.ndarray) and value.shape == () and value.dtype == np.bool_):
+        return np.array([value], dtype=np.bool_), None
+    shape = f" of shape {value.shape}" if isinstance(value, np.ndarray) else ""
+    return None, (f"the test compares with target.{method}(), which is one bool, but the reference "
+                  f"value is {type(value).__name__}{shape}: no target reduces to it")
 
 
 def _match_comparison(node: ast.AST, helpers: set[str], indexed: bool):
     """Match one comparison with the target.
 
-    Returns (kind, expr_node, index) where index is None for a bare ``target``
-    and k for ``target[k]`` (only when ``indexed``); None when it does not match.
+    Returns (kind, expr_node, index) where index is None for a bare ``target`` (or
+    ``target.any()``: kind "any:<kind>") and k for ``target[k]`` (only when ``indexed``;
+    then also ``cmp((target[1], target[2]), (E1, E2))`` -> (kind, [E1, E2], [1, 2]));
+    None when it does not match.
     """
-    def is_tgt(n):
-        if indexed:
-            return _target_index(n) is not None
-        return _is_target(n)
-
-    def idx(n):
-        return _target_index(n) if indexed else None
-
+    sides = _sides(node, helpers)
+    if sides is None:
+        return None
+    kind, a, b = sides
+    for t, e in ((b, a), (a, b)):
+        if mentions(e):
+            continue
+        if not indexed:
+            if is_target(t):
+                return kind, e, None
+            if method := _target_method(t):
+                return f"{method}:{kind}", e, None
+        elif _target_index(t) is not None:
+            return kind, e, _target_index(t)
     if indexed:
-        pair = _match_tuple_pair(node, helpers)
-        if pair:
-            return pair
-    if isinstance(node, ast.Call):
-        prefix, name = _func_name(node.func)
-        if name is None:
-            return None
-        if name in _NUMPY_COMPARATORS and prefix in ("np", "numpy", None):
-            kind = name
-        elif name in _SCICODE_COMPARATORS:
-            kind = name
-        elif isinstance(node.func, ast.Name) and name in helpers:
-            kind = f"helper:{name}"
-        else:
-            return None
-        if len(node.args) != 2 or any(isinstance(a, ast.Starred) for a in node.args):
-            return None
-        if any(k.arg is None or _mentions_target(k.value) for k in node.keywords):
-            return None
-        a, b = node.args
-        if is_tgt(b) and not _mentions_target(a):
-            return kind, a, idx(b)
-        if is_tgt(a) and not _mentions_target(b):
-            return kind, b, idx(a)
-        return None
-    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq):
-        a, b = node.left, node.comparators[0]
-        if is_tgt(b) and not _mentions_target(a):
-            return "eq", a, idx(b)
-        if is_tgt(a) and not _mentions_target(b):
-            return "eq", b, idx(a)
-    return None
-
-
-def _match_tuple_pair(node: ast.AST, helpers: set[str]):
-    """cmp((target[1], target[2]), (E1, E2)) -> (kind, [E1, E2], [1, 2])."""
-    if isinstance(node, ast.Call):
-        prefix, name = _func_name(node.func)
-        ok = (name in _NUMPY_COMPARATORS and prefix in ("np", "numpy", None)) or name in _SCICODE_COMPARATORS
-        if not ok or len(node.args) != 2 or node.keywords:
-            return None
-        a, b, kind = node.args[0], node.args[1], name
-    elif isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq):
-        a, b, kind = node.left, node.comparators[0], "eq"
-    else:
-        return None
-    for t, e in ((a, b), (b, a)):
-        if (isinstance(t, ast.Tuple) and isinstance(e, ast.Tuple) and len(t.elts) == len(e.elts)
-                and all(_target_index(x) is not None for x in t.elts)
-                and not _mentions_target(e)):
-            return kind, list(e.elts), [_target_index(x) for x in t.elts]
+        for t, e in ((a, b), (b, a)):
+            if (isinstance(t, ast.Tuple) and isinstance(e, ast.Tuple) and len(t.elts) == len(e.elts)
+                    and all(_target_index(x) is not None for x in t.elts) and not mentions(e)):
+                return kind, list(e.elts), [_target_index(x) for x in t.elts]
     return None
 
 
@@ -138,7 +133,7 @@ def _unpack_target(tree: ast.Module) -> Optional[tuple[ast.Module, int, int]]:
     """`a, b = target` then uses of a, b -> the same test with target[0], target[1] in their
     place (so the indexed matcher records the tuple). None when there is no such statement."""
     found = [st for st in tree.body if isinstance(st, ast.Assign) and len(st.targets) == 1
-             and isinstance(st.targets[0], (ast.Tuple, ast.List)) and _is_target(st.value)
+             and isinstance(st.targets[0], (ast.Tuple, ast.List)) and is_target(st.value)
              and all(isinstance(e, ast.Name) for e in st.targets[0].elts)]
     if len(found) != 1:
         return None
@@ -198,8 +193,7 @@ def _free_target_refs(tree: ast.AST) -> list[ast.Name]:
     def visit(node, shadowed):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             a = node.args
-            params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
-            params |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
+            params = param_names(a)
             for d in a.defaults + [d for d in a.kw_defaults if d is not None]:
                 visit(d, shadowed)
             if not isinstance(node, ast.Lambda):
@@ -209,7 +203,7 @@ def _free_target_refs(tree: ast.AST) -> list[ast.Name]:
             for b in body:
                 visit(b, shadowed or TARGET in params)
             return
-        if _is_target(node) and not shadowed:
+        if is_target(node) and not shadowed:
             found.append(node)
         for child in ast.iter_child_nodes(node):
             visit(child, shadowed)
@@ -286,7 +280,7 @@ def rewrite_test(test_src: str, label: str = "", _arity: Optional[int] = None) -
         if not isinstance(node, ast.Assert) or not any(id(n) in free for n in ast.walk(node)):
             continue
         m = _match_assert(node.test, helpers, _arity)
-        if m is None or (node.msg is not None and _mentions_target(node.msg)):
+        if m is None or (node.msg is not None and mentions(node.msg)):
             return RewriteResult(None, "unsupported", True,
                                  f"{where}unsupported use of target: {ast.unparse(node)[:200]}")
         kind, expr = m
