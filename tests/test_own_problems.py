@@ -27,6 +27,10 @@ PROBLEMS = [{
          "function_header": "def boom(x):\n    '''Never works.'''", "return_line": "    return z",
          "ground_truth_code": "def boom(x):\n    raise RuntimeError('reference code crashes')",
          "test_cases": ["assert np.allclose(boom(1), target)"]},
+        {**STEP, "step_number": "901.4", "step_description_prompt": "Bound states as (l, E) pairs.",
+         "function_header": "def states(n):\n    '''[(l, E), ...].'''", "return_line": "    return out",
+         "ground_truth_code": "def states(n):\n    out = [(k, -1.0 / (k + 1) ** 2) for k in range(n)]\n    return out",
+         "test_cases": ["B = states(3)\nassert np.isclose(B[0], (0, -1)).any() == target.any()"]},  # SciCode 52.4's form
     ]}]
 
 
@@ -44,7 +48,8 @@ def test_targets_build_then_eval_with_missing_targets(tmp_path, sandbox_image):
     assert "--allow-missing-targets" in b.stderr
     got = h5targets.read_step_targets(tfile, "901.2", 1)
     assert [float(x) for x in got[0]] == [3.0, 9.0]                # the unpacked target, as a tuple
-    assert h5targets.missing_steps(tfile, {"901.1": 2, "901.2": 1, "901.3": 1}) == ["901.3"]
+    assert h5targets.read_step_targets(tfile, "901.4", 1)[0].tolist() == [True]   # what target.any() must be
+    assert h5targets.missing_steps(tfile, {"901.1": 2, "901.2": 1, "901.3": 1, "901.4": 1}) == ["901.3"]
 
     srv = make_server("127.0.0.1", 0, mode="gold", problems_path=pfile)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -64,6 +69,7 @@ def test_targets_build_then_eval_with_missing_targets(tmp_path, sandbox_image):
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     recs = {r["step_id"]: r for r in map(json.loads, (tmp_path / "b" / "records.jsonl").read_text().splitlines())}
     assert recs["901.1"]["status"] == "pass" and recs["901.2"]["status"] == "pass"
+    assert recs["901.4"]["status"] == "pass"       # graded strictly: the verifier runs `... == target.any()`
     assert recs["901.3"]["status"] == "no_target"
     res = json.loads(next((tmp_path / "b" / "scicode_results").glob("*.json")).read_text())
-    assert res["counts"]["no_target"] == 1 and res["steps_pass@1"] == pytest.approx(2 / 3)
+    assert res["counts"]["no_target"] == 1 and res["steps_pass@1"] == pytest.approx(3 / 4)
