@@ -164,13 +164,16 @@ class JobQueue:
 
     def skip(self) -> None:
         """One of the `total` jobs will never start (cached, not generated, no target)."""
+        self._count_down()
+
+    def _count_down(self) -> None:
         with self._lock:   # hints in order: a stale higher count would over-warm
             self.left = max(self.left - 1, 0)
             self.backend.jobs_left(self.left)
 
     def run(self, job, label: str):
         """On a worker: the job's Outcome, infrastructure failures retried after a pause."""
-        self.skip()   # this job has started: one fewer to come
+        self._count_down()   # this job has started: one fewer to come
         for attempt in range(1 + self.retries):
             if attempt and not self._pause(self.backoff[min(attempt, len(self.backoff)) - 1]):
                 break
