@@ -248,39 +248,34 @@ def run_ours(cands: list[dict], workers: int, targets: Path, tag: str, backend: 
     from harness.data import h5targets
     from harness.sandbox import Limits
     from harness.sandbox.registry import get_backend
-    from harness.run.schedule import History, PriorityPool
+    from harness.run.schedule import History, JobQueue
     lock = threading.Lock()
     limits = Limits()           # the pipeline's defaults: 1800 s, 4g, 1 CPU
     history = History()
     known = sum(history.expect(c["step_id"]) is not None for c in cands)
-
-    left = [len(cands)]
 
     def one(c):
         p = c["problem"]
         step = p["sub_steps"][c["index"]]
         with lock:   # as the pipeline: one h5 reader at a time
             tg = h5targets.read_step_targets(targets, c["step_id"], len(step["test_cases"]))
-            left[0] -= 1
-            be.jobs_left(left[0])
         cand = candidate.Candidate(p["problem_id"], c["step_id"], c["index"], c["sample"], c["code"], c["chain"])
         job = candidate.build_job(cand, p, tg, limits)
         del tg
-        o = be.run(job)
+        o = queue.run(job, c["step_id"])
         status, _ = candidate.verdict(o)
         return (c["sample"], c["step_id"]), status, o.duration
 
     t0 = time.monotonic()
     with LoadSampler() as load:
         be = get_backend(backend, workers=workers, limits=limits)
-        be.jobs_left(len(cands))
-        t_open = time.monotonic() - t0
-        pool = PriorityPool(workers, name="bench")
         try:
-            futs = [pool.submit(0.0 if fifo else history.priority(c["step_id"]), one, c) for c in cands]
-            res = [f.result() for f in futs]
+            queue = JobQueue(be, workers, len(cands), name="bench", history=history, fifo=fifo)
+            t_open = time.monotonic() - t0
+            with queue:   # the history is read, never written: nothing is recorded
+                futs = [queue.submit(c["step_id"], one, c) for c in cands]
+                res = [f.result() for f in futs]
         finally:
-            pool.shutdown(cancel_futures=True)
             t1 = time.monotonic()
             be.close()
             t_close = time.monotonic() - t1

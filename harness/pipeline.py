@@ -37,9 +37,6 @@ class Interrupted(Exception):
     """The backend was shut under a running job (Ctrl-C, SIGTERM): no verdict."""
 
 
-INFRA_RETRIES = 2
-INFRA_BACKOFF = (2.0, 8.0)   # seconds before each retry (a restarting Docker daemon comes back)
-WORKER_JOIN = 3.0            # seconds to wait, after a stop, for jobs to notice it
 EXIT_FAIL_UNDER = 3   # a score is below --fail-under
 EXIT_GEN_ERRORS = 4   # more steps than --max-gen-errors got no answer from the endpoint
 
@@ -166,8 +163,8 @@ class Engine:
         self.gens = Store(cache / "generations.jsonl")
         self.verdicts = Store(cache / "verdicts.jsonl")
         self.client = generate.Client(run.gen_cfg)
-        self.history = schedule.History()   # longest expected job first
-        self.pool = schedule.PriorityPool(workers, name="sandbox")
+        # candidates that may still need a sandbox: the backend warms no more containers than this
+        self.queue = schedule.JobQueue(run.backend, workers, progress.total, name="sandbox")
         from concurrent.futures import ThreadPoolExecutor
         self.grader = ThreadPoolExecutor(1, thread_name_prefix="grade")
         # one candidate at the grader at a time: a worker with the next outcome waits, so
@@ -183,16 +180,6 @@ class Engine:
             self.grading_key = [grade.GRADING_VERSION, make_key(verifier=VERIFIER_SOURCE)]
         else:
             self.grading_key = "inprocess"
-        # candidates that may still need a sandbox: the backend warms no more containers than this
-        self.unstarted = progress.total
-        self._count_lock = threading.Lock()
-        run.backend.jobs_left(self.unstarted)
-
-    def _started(self) -> None:
-        """One candidate no longer needs a fresh sandbox (running now, cached, or never generated)."""
-        with self._count_lock:   # hints in order: a stale higher count would over-warm
-            self.unstarted = max(self.unstarted - 1, 0)
-            self.run.backend.jobs_left(self.unstarted)
 
     async def chain(self, problem: dict, sample: int) -> None:
         """One sample's chain through a problem: each step sees this chain's own earlier code."""
@@ -236,7 +223,7 @@ class Engine:
         for step in problem["sub_steps"][idx:]:
             if step["step_number"] in dataset.SKIPPED_STEPS:
                 continue
-            self._started()
+            self.queue.skip()
             self.run.records.append({"problem_id": problem["problem_id"], "step_id": step["step_number"],
                                      "sample": sample, "status": "gen_error", "error": error,
                                      "duration": 0.0})
@@ -245,7 +232,7 @@ class Engine:
 
     def _truncated(self, problem, idx, sample, prompt, why):
         step = problem["sub_steps"][idx]
-        self._started()
+        self.queue.skip()
         _output(self._save, problem["problem_id"], idx, sample, prompt, "", [])
         self.run.records.append({"problem_id": problem["problem_id"], "step_id": step["step_number"],
                                  "sample": sample, "status": "truncated", "error": why, "duration": 0.0})
@@ -283,7 +270,7 @@ class Engine:
         """On a sandbox worker: ("rec", stored verdict) or ("outcome", (key, Outcome)) to grade."""
         run = self.run
         if cand.step_id in run.no_target:   # never a pass, never dropped from the denominator
-            self._started()
+            self.queue.skip()
             return "rec", {"status": "no_target", "tests": [], "duration": 0.0,
                            "error": "no target for this step in the test data"}
         step = problem["sub_steps"][cand.index]
@@ -297,8 +284,8 @@ class Engine:
                        limits=[run.limits.timeout, run.limits.memory, run.limits.cpus],
                        grading=self.grading_key)
         rec = self.verdicts.get(key)
-        self._started()
         if rec is not None:
+            self.queue.skip()
             return "rec", dict(rec, key=key)
         if run.grading == "strict":   # the sandbox gets the program and tests, never targets
             job = candidate.build_job(cand, problem, None, run.limits,
@@ -307,14 +294,7 @@ class Engine:
             targets = self._targets(cand.step_id, len(step["test_cases"]))
             job = candidate.build_job(cand, problem, targets, run.limits)
             del targets  # only the encoded copy travels on
-        for attempt in range(1 + INFRA_RETRIES):
-            if attempt and not self._pause(INFRA_BACKOFF[min(attempt, len(INFRA_BACKOFF)) - 1]):
-                break
-            outcome = run.backend.run(job)
-            if outcome.status != "infra" or run.backend.closing:
-                break
-            log.warning("sandbox failure on %s (attempt %d): %s", cand.step_id, attempt + 1,
-                        (outcome.stderr or "").strip()[-300:])
+        outcome = self.queue.run(job, cand.step_id)   # infra failures retried there
         del job   # the payload is sent; only the outcome waits for grading
         if run.backend.closing:   # shut under this job: its outcome may be the shutdown's
             raise Interrupted(cand.step_id)
@@ -339,7 +319,7 @@ class Engine:
             raise Interrupted(cand.step_id)
         graded = time.monotonic() - t0
         if status in ("pass", "fail"):   # the tests ran: a fair measure of the step's cost
-            self.history.record(cand.step_id, outcome.duration)
+            self.queue.record(cand.step_id, outcome.duration)
         rec = {"status": status, "tests": tests, "error": candidate.error_summary(outcome, tests),
                "exit_code": outcome.exit_code, "duration": round(outcome.duration, 3),
                "grade_seconds": round(graded, 3), "stdout_tail": outcome.stdout[-2000:],
@@ -350,17 +330,8 @@ class Engine:
         _output(self.verdicts.put, key, rec)
         return dict(rec, key=key)
 
-    def _pause(self, seconds: float) -> bool:
-        """Wait before a retry; False as soon as the backend is being shut (Ctrl-C)."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if self.run.backend.closing:
-                return False
-            time.sleep(0.1)
-        return not self.run.backend.closing
-
     async def execute(self, cand, problem) -> None:
-        fut = self.pool.submit(self.history.priority(cand.step_id), self._run_sync, cand, problem)
+        fut = self.queue.submit(cand.step_id, self._run_sync, cand, problem)
         kind, value = await asyncio.wrap_future(fut)
         if kind == "outcome":
             key, outcome = value
@@ -417,12 +388,11 @@ def run(args) -> int:
     except (InfraError, OutputError) as e:
         raise UserError(f"stopped: {e}; finished work is kept, rerun to resume") from None
     finally:
-        engine.pool.shutdown(wait=False, cancel_futures=True)
+        engine.queue.stop()   # queued jobs cancelled, durations saved
         engine.grader.shutdown(wait=False, cancel_futures=True)
-        engine.history.save()
         stop_grading(run_)
         run_.backend.close()
-        engine.pool.join(WORKER_JOIN)   # jobs cut short notice the closed backend and end
+        engine.queue.join()   # jobs cut short notice the closed backend and end
         engine.gens.close()
         engine.verdicts.close()
     cleanup.raise_if_signalled()

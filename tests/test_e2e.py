@@ -229,7 +229,7 @@ def test_a_job_cut_short_by_shutdown_is_no_verdict(problem_set, tmp_path):
             engine._run_sync(cand, problem)
         assert len(engine.verdicts) == 0
     finally:
-        engine.pool.shutdown()
+        engine.queue.stop()
         engine.grader.shutdown()
 
 

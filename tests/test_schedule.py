@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from harness.run import schedule
-from harness.run.schedule import History, PriorityPool
+from harness.run.schedule import History, JobQueue, PriorityPool
 
 
 def test_pool_runs_highest_priority_first_then_in_submission_order():
@@ -85,3 +85,89 @@ def test_history_path_override_and_only_finite_values(tmp_path, monkeypatch):
     h = History()
     assert h.path == path
     assert h.known == {"1.4": 3.5}
+
+
+class FakeBackend:
+    """Outcomes from a script (statuses in order); records the jobs-left hints."""
+
+    def __init__(self, statuses=(), close_on_run=False):
+        self.statuses, self.close_on_run = list(statuses), close_on_run
+        self.hints, self.runs, self.closing = [], 0, False
+
+    def jobs_left(self, n):
+        self.hints.append(n)
+
+    def run(self, job):
+        from types import SimpleNamespace
+        self.runs += 1
+        if self.close_on_run:
+            self.closing = True   # as Ctrl-C shuts the backend under a running job
+        status = self.statuses.pop(0) if self.statuses else "ok"
+        return SimpleNamespace(status=status, stderr="daemon went away", duration=1.0)
+
+
+def test_queue_counts_jobs_left_down_and_runs_the_longest_first(tmp_path):
+    history = History(tmp_path / "h.json")
+    history.record("slow", 50.0)
+    be = FakeBackend()
+    order = []
+    with JobQueue(be, 1, 4, history=history) as q:
+        gate = threading.Event()
+        first = q.submit("x", lambda: (gate.wait(), q.run("job", "x")))   # holds the only worker
+        futs = [q.submit(s, lambda s=s: (order.append(s), q.run("job", s))) for s in ("fast", "slow")]
+        q.skip()                                  # one job will never start (e.g. a cached verdict)
+        gate.set()
+        for f in [first, *futs]:
+            f.result(timeout=5)
+        q.record("fast", 0.1)
+    assert order == ["slow", "fast"]
+    assert be.hints == [4, 3, 2, 1, 0]            # the warm pool is told, in order, what is left
+    assert History(tmp_path / "h.json").expect("fast") == 0.1   # stop saved what was learned
+
+
+def test_queue_submits_in_order_when_fifo(tmp_path):
+    history = History(tmp_path / "h.json")
+    history.record("slow", 50.0)
+    order = []
+    with JobQueue(FakeBackend(), 1, 3, history=history, fifo=True) as q:
+        gate = threading.Event()
+        futs = [q.submit("x", gate.wait)]
+        futs += [q.submit(s, order.append, s) for s in ("fast", "slow")]
+        gate.set()
+        for f in futs:
+            f.result(timeout=5)
+    assert order == ["fast", "slow"]
+
+
+def test_queue_retries_infra_failures_a_bounded_number_of_times(tmp_path):
+    history = History(tmp_path / "h.json")
+    be = FakeBackend(["infra", "ok"])
+    with JobQueue(be, 1, 1, history=history, backoff=(0.01, 0.01)) as q:
+        assert q.run("job", "1.1").status == "ok" and be.runs == 2
+    be = FakeBackend(["infra"] * 5)
+    with JobQueue(be, 1, 1, history=history, backoff=(0.01, 0.01)) as q:
+        assert q.run("job", "1.1").status == "infra"
+    assert be.runs == 1 + schedule.INFRA_RETRIES
+    assert be.hints == [1, 0]                     # one job, counted once however often it ran
+
+
+def test_queue_does_not_retry_once_the_backend_is_shut(tmp_path):
+    be = FakeBackend(["infra"] * 5, close_on_run=True)
+    with JobQueue(be, 1, 1, history=History(tmp_path / "h.json"), backoff=(30.0, 30.0)) as q:
+        assert q.run("job", "1.1").status == "infra"
+    assert be.runs == 1
+
+
+def test_queue_stop_cancels_queued_jobs_and_refuses_new_ones(tmp_path):
+    q = JobQueue(FakeBackend(), 1, 3, history=History(tmp_path / "h.json"))
+    gate, started = threading.Event(), threading.Event()
+    running = q.submit("a", lambda: (started.set(), gate.wait())[1])
+    queued = q.submit("b", lambda: "never")
+    assert started.wait(5)
+    q.stop()
+    assert queued.cancelled()
+    with pytest.raises(RuntimeError):
+        q.submit("c", print)
+    gate.set()
+    assert running.result(timeout=5) is True
+    assert q.join(1.0)

@@ -1,15 +1,18 @@
-"""Longest-expected-first dispatch of sandbox jobs.
+"""The sandbox job queue (eval run, targets build, benchmarks): longest expected job first.
 
 A step's run time is set mostly by its test inputs, not by the model's code, so how
 long the same step took before is a good guess. Starting the longest jobs first
 keeps all workers busy to the end instead of leaving one heavy job alone at the
 tail (the classic LPT rule). With no history, jobs run in arrival order.
+`JobQueue` adds what every user of the pool needs: the backend's warm-pool hint (jobs
+left), retries of infrastructure failures, and a stop that cancels what has not started.
 """
 from __future__ import annotations
 
 import heapq
 import itertools
 import json
+import logging
 import math
 import threading
 import time
@@ -19,9 +22,14 @@ from typing import Callable, Optional
 
 from harness.util import paths
 
+log = logging.getLogger(__name__)
+
 UNKNOWN = 2.0      # seconds assumed for a step never seen: above a light step (~0.5 s)
 FILE = paths.STEP_HISTORY_FILE
 ENV_PATH = paths.ENV_STEP_HISTORY
+INFRA_RETRIES = 2
+INFRA_BACKOFF = (2.0, 8.0)   # seconds before each retry (a restarting Docker daemon comes back)
+WORKER_JOIN = 3.0            # seconds to wait, after a stop, for jobs to notice it
 
 
 def default_path() -> Path:
@@ -127,3 +135,80 @@ class PriorityPool:
         for t in self._threads:
             t.join(max(end - time.monotonic(), 0))
         return not any(t.is_alive() for t in self._threads)
+
+
+class JobQueue:
+    """Jobs for one backend on `workers` threads, longest expected step first (`fifo`: in
+    submission order). The backend is told how many of the `total` jobs are still to start
+    (its warm pool prepares no more); a job whose outcome is "infra" is run again, at most
+    `retries` times, unless the backend is being shut (Ctrl-C)."""
+
+    def __init__(self, backend, workers: int, total: int, name: str = "sandbox",
+                 history: Optional[History] = None, fifo: bool = False,
+                 retries: int = INFRA_RETRIES, backoff: tuple = INFRA_BACKOFF):
+        self.backend = backend
+        self.history = history if history is not None else History()
+        self.fifo, self.retries, self.backoff = fifo, retries, backoff
+        self.left = total
+        self._lock = threading.Lock()
+        self.pool = PriorityPool(workers, name=name)
+        backend.jobs_left(total)
+
+    @property
+    def closing(self) -> bool:
+        return self.backend.closing
+
+    def submit(self, step_id: str, fn: Callable, *args) -> Future:
+        """fn(*args) on a worker, ordered by the step's expected duration; fn calls `run`."""
+        return self.pool.submit(0.0 if self.fifo else self.history.priority(step_id), fn, *args)
+
+    def skip(self) -> None:
+        """One of the `total` jobs will never start (cached, not generated, no target)."""
+        self._count_down()
+
+    def _count_down(self) -> None:
+        with self._lock:   # hints in order: a stale higher count would over-warm
+            self.left = max(self.left - 1, 0)
+            self.backend.jobs_left(self.left)
+
+    def run(self, job, label: str):
+        """On a worker: the job's Outcome, infrastructure failures retried after a pause."""
+        self._count_down()   # this job has started: one fewer to come
+        for attempt in range(1 + self.retries):
+            if attempt and not self._pause(self.backoff[min(attempt, len(self.backoff)) - 1]):
+                break
+            outcome = self.backend.run(job)
+            if outcome.status != "infra" or self.closing:
+                break
+            log.warning("sandbox failure on %s (attempt %d): %s", label, attempt + 1,
+                        (outcome.stderr or "").strip()[-300:])
+        return outcome
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait before a retry; False as soon as the backend is being shut."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.closing:
+                return False
+            time.sleep(0.1)
+        return not self.closing
+
+    def record(self, step_id: str, seconds: float) -> None:
+        """A job's duration, for the next run's order (only when its tests ran)."""
+        self.history.record(step_id, seconds)
+
+    def stop(self) -> None:
+        """No job starts any more: queued ones are cancelled, running ones go on; the
+        durations learned are saved."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.history.save()
+
+    def join(self, timeout: float = WORKER_JOIN) -> bool:
+        """After `stop` and the backend's close: wait a bounded time for running jobs to end."""
+        return self.pool.join(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

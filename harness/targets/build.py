@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from harness.data.dataset import step_key
-from harness.run.schedule import History, PriorityPool
+from harness.run.schedule import JobQueue
 from harness.targets.compare import values_close, values_equal
 from harness.targets.rewrite import NO_TARGET, PLACEHOLDER_TEST, RewriteResult, reduced_target, rewrite_test
 
@@ -324,21 +324,14 @@ def _run_plans(plans: list[StepPlan], runs: int, be, limits, nworkers: int,
     done = [0]
     total = len(plans) * runs
 
-    history = History()   # longest expected step first; gold-code times seed later runs
-    left = [total]
-    be.jobs_left(total)
-
     def run_one(plan: StepPlan, run: int):
         job = Job(code=plan.code, tests=plan.job_tests(), targets=None, record=True, limits=limits)
         start = time.monotonic()
-        with lock:
-            left[0] -= 1
-            be.jobs_left(left[0])
         try:
-            outcome = be.run(job)
+            outcome = queue.run(job, plan.step_id)
             res = _interpret(plan, outcome)
-            if not res[1]:
-                history.record(plan.step_id, outcome.duration)
+            if not res[1]:   # gold-code times seed later runs' order
+                queue.record(plan.step_id, outcome.duration)
         except Exception as e:  # infrastructure problem: report, do not hide
             msg = f"sandbox error: {type(e).__name__}: {e}"
             res = ([("fail", msg)] * len(plan.tests), msg)
@@ -349,14 +342,11 @@ def _run_plans(plans: list[StepPlan], runs: int, be, limits, nworkers: int,
             say(f"  [{done[0]}/{total}] {plan.step_id} run {run + 1}: "
                 f"{'ok' if not nfail else f'{nfail} failed'} ({time.monotonic() - start:.1f}s)")
 
-    pool = PriorityPool(nworkers, name="targets")
-    try:
-        futs = [pool.submit(history.priority(p.step_id), run_one, p, r) for r in range(runs) for p in plans]
+    # on success every job is done; on Ctrl-C or an error, the queue waits for no running one
+    with JobQueue(be, nworkers, total, name="targets") as queue:
+        futs = [queue.submit(p.step_id, run_one, p, r) for r in range(runs) for p in plans]
         for f in futs:
             f.result()
-    finally:   # on success every job is done; on Ctrl-C or an error, do not wait for running ones
-        pool.shutdown(wait=False, cancel_futures=True)
-        history.save()
     return results
 
 
