@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 
 def _positive_int(v: str) -> int:
@@ -103,6 +106,36 @@ def parse_fail_under(s: str | None) -> dict[str, float]:
     return out
 
 
+def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
+    """The run's typed settings from the parsed flags and the environment (framework.yml
+    renders its values into both: flags, and API_KEY / SCICODE_API_KEY_NAME)."""
+    from harness.run import config as C
+    env = os.environ if env is None else env
+    gen = C.Generation(
+        url=args.url, model=args.model, temperature=args.temperature, extra_params=args.extra_params or "",
+        concurrency=args.concurrent_requests,
+        api_key=env.get("API_KEY") or None,   # `API_KEY=$UNSET_VAR` renders as empty: unset
+        api_key_name=env.get("SCICODE_API_KEY_NAME") or None,
+        backoff_base=float(env.get("SCICODE_GEN_BACKOFF_BASE", "1.0")))
+    prompting = C.Prompting(with_background=args.with_background, template_type=args.prompt_template_type,
+                            regex_path=args.regex_path, prefill=args.prefill,
+                            reasoning_end_token=args.reasoning_end_token)
+    sandbox = C.Sandbox(kind=args.sandbox, runtime=args.sandbox_runtime, image=args.sandbox_image,
+                        timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus,
+                        workers=args.eval_threads, process_python=env.get("SCICODE_PROCESS_PYTHON") or None)
+    grading = C.Grading(mode=args.grading or "strict", test_data=args.test_data,
+                        allow_missing_targets=args.allow_missing_targets)
+    output = C.Output(dir=Path(args.output_dir), log_dir=args.log_dir, quiet=args.quiet, progress=args.progress,
+                      junit_xml=args.junit_xml, fail_under=MappingProxyType(dict(args.fail_under or {})),
+                      max_gen_errors=args.max_gen_errors)
+    # an explicit --split wins: --include-dev is a task default (aa_scicode, scicode_aa_v2)
+    # the user's own `config.params.extra.split` must be able to override
+    split = args.split or ("all" if args.include_dev else "test")
+    return C.RunConfig(generation=gen, split=split, problems=args.problems, limit_samples=args.limit_samples,
+                       n_samples=args.n_samples, prompting=prompting, sandbox=sandbox, grading=grading,
+                       output=output)
+
+
 def main(argv: list[str] | None = None) -> int:
     from harness.sandbox import cleanup
     cleanup.install(raise_on_term=True)   # Ctrl-C -> 130, SIGTERM -> 143, from the first moment
@@ -112,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         from harness.errors import HarnessError
         from harness.pipeline import run
         try:
-            code = run(args)
+            code = run(run_config(args))
         except HarnessError as e:
             print(f"scicode_eval: error: {e}", file=sys.stderr)
             code = 2
@@ -137,7 +170,6 @@ def _leave(code: int) -> None:
     """Exit with `code`. When a thread is still running (a job cut short by Ctrl-C that
     has not noticed yet), skip interpreter finalization: a daemon thread frozen there
     while holding a library's lock (h5py, stdio) would hang the exit forever."""
-    import os
     import threading
     others = [t for t in threading.enumerate()
               if t is not threading.main_thread() and t.is_alive()]
