@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, get_args
 
 
 def _positive_int(v: str) -> int:
@@ -36,7 +36,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _values(literal) -> list[str]:
+    return list(get_args(literal))
+
+
 def parser() -> argparse.ArgumentParser:
+    from harness.run import config as C   # the flags' choices are the config's vocabularies
     p = _Parser(prog="scicode_eval",
                                 description="SciCode evaluation with every candidate in a hardened sandbox.")
     a = p.add_argument
@@ -57,10 +62,10 @@ def parser() -> argparse.ArgumentParser:
     a("--regex-path", default=None, help="regex file for code extraction (path or packaged name)")
     a("--prompt-template-type", default=None, help="template file name (e.g. background_comment_template.txt)")
     # ours
-    a("--split", choices=["test", "dev", "all"], default=None, help="default: test (all with --include-dev); an explicit --split wins over --include-dev")
+    a("--split", choices=_values(C.Split), default=None, help="default: test (all with --include-dev); an explicit --split wins over --include-dev")
     a("--test-data", type=Path, default=None, help="test_data.h5 (else $SCICODE_TEST_DATA, else the cache)")
-    a("--sandbox", choices=["auto", "docker", "process"], default="auto")
-    a("--sandbox-runtime", choices=["runc", "runsc"], default="runc",
+    a("--sandbox", choices=_values(C.SandboxKind), default="auto")
+    a("--sandbox-runtime", choices=_values(C.Runtime), default="runc",
       help="Docker OCI runtime: runsc (gVisor) puts a user-space kernel between candidates "
       "and the host; slower (see README)")
     a("--sandbox-image", default=None, help="sandbox image; overrides the pinned one on purpose")
@@ -69,11 +74,11 @@ def parser() -> argparse.ArgumentParser:
     a("--sandbox-cpus", type=_positive_float, default=1.0)
     a("--junit-xml", type=Path, default=None)
     a("--fail-under", type=parse_fail_under, default=None, help="steps=X[,problems=Y]: exit 3 when a score is below")
-    a("--prefill", choices=["verbatim", "extract"], default="verbatim",
+    a("--prefill", choices=_values(C.Prefill), default="verbatim",
       help="code for the never-asked steps 13.6/62.1/76.3: whole file, or upstream's extraction")
     a("--problems", type=Path, default=None,
       help="problems JSONL in SciCode's format (your own problems) instead of --split")
-    a("--grading", choices=["strict", "inprocess"], default="strict",
+    a("--grading", choices=_values(C.GradingMode), default="strict",
       help="strict: the sandbox computes values and a verifier outside it decides every verdict; "
            "inprocess: upstream's way, verdicts inside the candidate's process (UNSAFE: model code "
            "can forge them; for debugging parity only)")
@@ -84,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     a("--allow-missing-targets", action="store_true",
       help="steps the test data lacks score as no_target (never a pass) instead of stopping the run")
     a("--quiet", action="store_true", help="no progress output")
-    a("--progress", choices=["auto", "rich", "plain"], default="auto",
+    a("--progress", choices=_values(C.ProgressStyle), default="auto",
       help="bars on a terminal (auto), always bars, or periodic plain lines (logs)")
     return p
 

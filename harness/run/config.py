@@ -7,9 +7,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, Mapping, Optional
 
+from harness.sandbox.registry import SandboxKind
+from harness.sandbox.runtime import Runtime
+
 Split = Literal["test", "dev", "all"]
-SandboxKind = Literal["auto", "docker", "process"]
-Runtime = Literal["runc", "runsc"]
 GradingMode = Literal["strict", "inprocess"]   # inprocess: unsafe, model code shares the verdict's process
 Prefill = Literal["verbatim", "extract"]
 ProgressStyle = Literal["auto", "rich", "plain"]
