@@ -15,6 +15,7 @@ from typing import Any, Optional
 from harness.data import dataset, h5targets, testdata
 from harness.errors import UserError
 from harness.run import candidate, generate, grade, prompts, report, schedule, score
+from harness.run.config import Generation, GradingMode, RunConfig
 from harness.run.grade.reader import ReaderClosed, TargetReader
 from harness.run.grade.verifier import VERIFIER_SOURCE, Verifier, VerifierError
 from harness.run.outputs import OutputError, output as _output, setup_logging as _setup_logging
@@ -43,7 +44,7 @@ EXIT_GEN_ERRORS = 4   # more steps than --max-gen-errors got no answer from the 
 
 @dataclass
 class Run:
-    args: Any
+    config: RunConfig
     problems: list[dict]
     split: str
     test_data: Path
@@ -56,7 +57,7 @@ class Run:
     sampling: dict = field(default_factory=dict)
     records: list = field(default_factory=list)
     test_data_id: str = ""
-    grading: str = "strict"          # strict | inprocess (unsafe: model code shares the verdict's process)
+    grading: GradingMode = "strict"
     verifier: Any = None
     reader: Any = None
     splits: dict = field(default_factory=dict)   # step id -> [grade.Split]
@@ -64,16 +65,10 @@ class Run:
 
 
 # ---------------------------------------------------------------- validation
-def resolve_split(args) -> str:
-    """An explicit --split wins: --include-dev is a task default (aa_scicode, scicode_aa_v2)
-    the user's own `config.params.extra.split` must be able to override."""
-    return args.split or ("all" if args.include_dev else "test")
-
-
-def require_test_data(args, split: str) -> Path:
-    path = testdata.resolve_test_data(args.test_data)
-    if args.test_data is not None and (path is None or not Path(path).is_file()):
-        raise UserError(f"test data not found: {args.test_data}")
+def require_test_data(given: Optional[Path], split: str) -> Path:
+    path = testdata.resolve_test_data(given)
+    if given is not None and (path is None or not Path(path).is_file()):
+        raise UserError(f"test data not found: {given}")
     if path is None and split == "dev":
         own = targets_path("dev")
         path = own if own.is_file() else None
@@ -102,41 +97,37 @@ def check_test_data(path: Path, problems: list[dict], allow_missing: bool = Fals
     return missing
 
 
-def gen_config(args):
-    key_name = os.environ.get("SCICODE_API_KEY_NAME")
-    api_key = os.environ.get("API_KEY") or None
-    if key_name and not api_key:
-        raise UserError(f"the API key variable {key_name} named by the config is not set")
-    backoff = float(os.environ.get("SCICODE_GEN_BACKOFF_BASE", "1.0"))
+def gen_config(g: Generation) -> generate.GenConfig:
+    if g.api_key_name and not g.api_key:
+        raise UserError(f"the API key variable {g.api_key_name} named by the config is not set")
     try:
         return generate.GenConfig.from_params(
-            url=args.url, model=args.model, params=args.extra_params or "", temperature=args.temperature,
-            api_key=api_key, concurrency=args.concurrent_requests, backoff_base=backoff)
+            url=g.url, model=g.model, params=g.extra_params, temperature=g.temperature,
+            api_key=g.api_key, concurrency=g.concurrency, backoff_base=g.backoff_base)
     except ValueError as e:
         raise UserError(str(e)) from None
 
 
-def prepare(args) -> Run:
-    split = resolve_split(args)
-    runtime = getattr(args, "sandbox_runtime", None)
-    if args.sandbox == "process" and runtime not in (None, "runc"):   # before the endpoint check
-        raise UserError(f"--sandbox-runtime {runtime} needs the docker sandbox, not --sandbox process")
-    problems = (dataset.read_jsonl(args.problems) if args.problems else dataset.load_problems(split))
-    tname = prompts.template_name(args.with_background, args.prompt_template_type)
+def prepare(config: RunConfig) -> Run:
+    split, sb, pr = config.split, config.sandbox, config.prompting
+    if sb.kind == "process" and sb.runtime not in (None, "runc"):   # before the endpoint check
+        raise UserError(f"--sandbox-runtime {sb.runtime} needs the docker sandbox, not --sandbox process")
+    problems = (dataset.read_jsonl(config.problems) if config.problems else dataset.load_problems(split))
+    tname = prompts.template_name(pr.with_background, pr.template_type)
     template = dataset.template(tname)
-    regex = dataset.regex(args.regex_path) if args.regex_path else None
-    if args.limit_samples:
-        problems = problems[: args.limit_samples]
-    test_data = require_test_data(args, split)
-    no_target = check_test_data(test_data, problems, getattr(args, "allow_missing_targets", False))
-    cfg = gen_config(args)
-    limits = Limits(timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus)
-    run = Run(args=args, problems=problems, split=split, test_data=test_data, gen_cfg=cfg,
-              template=template, regex=regex, limits=limits, out=Path(args.output_dir),
+    regex = dataset.regex(pr.regex_path) if pr.regex_path else None
+    if config.limit_samples:
+        problems = problems[: config.limit_samples]
+    test_data = require_test_data(config.grading.test_data, split)
+    no_target = check_test_data(test_data, problems, config.grading.allow_missing_targets)
+    cfg = gen_config(config.generation)
+    limits = Limits(timeout=sb.timeout, memory=sb.memory, cpus=sb.cpus)
+    run = Run(config=config, problems=problems, split=split, test_data=test_data, gen_cfg=cfg,
+              template=template, regex=regex, limits=limits, out=config.output.dir,
               test_data_id=sha256_file(test_data))
-    run.sampling = dict(cfg.sampling_params(), template=tname, regex=regex, prefill=args.prefill)
+    run.sampling = dict(cfg.sampling_params(), template=tname, regex=regex, prefill=pr.prefill)
     run.no_target = set(no_target)
-    run.grading = getattr(args, "grading", None) or "strict"
+    run.grading = config.grading.mode
     if run.grading == "strict":
         for p in problems:
             for i, step in enumerate(p["sub_steps"]):
@@ -146,13 +137,12 @@ def prepare(args) -> Run:
 
 
 def open_backend(run: Run, workers: int):
+    sb = run.config.sandbox
     options = {}
-    if run.args.sandbox == "process" and os.environ.get("SCICODE_PROCESS_PYTHON"):
-        options["python"] = os.environ["SCICODE_PROCESS_PYTHON"]   # the README's setting
-    return get_backend(run.args.sandbox, image=run.args.sandbox_image,
-                       explicit_image=bool(run.args.sandbox_image), workers=workers,
-                       run_id=uuid.uuid4().hex[:12], limits=run.limits,
-                       runtime=getattr(run.args, "sandbox_runtime", None), **options)
+    if sb.kind == "process" and sb.process_python:
+        options["python"] = sb.process_python   # the README's SCICODE_PROCESS_PYTHON
+    return get_backend(sb.kind, image=sb.image, explicit_image=bool(sb.image), workers=workers,
+                       run_id=uuid.uuid4().hex[:12], limits=run.limits, runtime=sb.runtime, **options)
 
 
 # ---------------------------------------------------------------- stages
@@ -171,8 +161,8 @@ class Engine:
         # large values never pile up in the harness (peak memory)
         self._grade_slot = threading.Semaphore(1)
         self.exec_tasks: list[asyncio.Future] = []
-        bg = "with_background" if run.args.with_background else "without_background"
-        name = report.model_short(run.args.model)
+        bg = "with_background" if run.config.with_background else "without_background"
+        name = report.model_short(run.config.model)
         self.prompt_dir = run.out / "prompt" / name / bg
         self.code_dir = run.out / "generated_code" / name / bg
         self.infra: Optional[str] = None
@@ -191,10 +181,10 @@ class Engine:
                 raise Interrupted("signal")
             sid = step["step_number"]
             if sid in dataset.SKIPPED_STEPS:
-                codes.append(prompts.prefill(step, dataset.prefilled_code(sid), run.args.prefill))
+                codes.append(prompts.prefill(step, dataset.prefilled_code(sid), run.config.prompting.prefill))
                 continue
-            prompt = prompts.build_prompt(problem, idx, codes, run.template, run.args.with_background)
-            key = make_key(model=run.args.model, prompt=prompt, sample=sample, sampling=run.sampling,
+            prompt = prompts.build_prompt(problem, idx, codes, run.template, run.config.with_background)
+            key = make_key(model=run.config.model, prompt=prompt, sample=sample, sampling=run.sampling,
                            step=sid)   # 46.1 and 68.1 share a prompt: still two samples
             rec = self.gens.get(key)
             if rec is None:
@@ -206,7 +196,7 @@ class Engine:
                 rec = {"text": res.text, "attempts": res.attempts, "finish_reason": res.finish_reason}
                 _output(self.gens.put, key, rec)
             self.progress.generated()
-            answer, unended = prompts.split_reasoning(rec["text"], run.args.reasoning_end_token)
+            answer, unended = prompts.split_reasoning(rec["text"], run.config.prompting.reasoning_end_token)
             if unended or rec.get("finish_reason") == "length":
                 # never graded on a draft: the step is `truncated`, the chain goes on without its code
                 why = "reasoning never ended" if unended else "reply cut off (finish_reason: length)"
@@ -344,7 +334,7 @@ class Engine:
 
     async def main(self) -> None:
         run = self.run
-        chains = [self.chain(p, s) for s in range(run.args.n_samples) for p in run.problems]
+        chains = [self.chain(p, s) for s in range(run.config.n_samples) for p in run.problems]
         try:
             await asyncio.gather(*chains)
             while self.exec_tasks:  # chains append as they go; drain until none are pending
@@ -356,24 +346,25 @@ class Engine:
             await self.client.aclose()
 
 
-def run(args) -> int:
+def run(config: RunConfig) -> int:
     t0 = time.time()
-    run_ = prepare(args)
-    log_dir = Path(args.log_dir) if args.log_dir else run_.out / "logs"
+    run_ = prepare(config)
+    out = config.output
+    log_dir = out.log_dir or run_.out / "logs"
     try:
-        _setup_logging(log_dir, args.quiet)
+        _setup_logging(log_dir, out.quiet)
     except OSError as e:
         raise UserError(f"cannot write the log directory {log_dir}: {e}") from None
     asyncio.run(check_endpoint(run_.gen_cfg))
-    workers = args.eval_threads or os.cpu_count() or 1
+    workers = config.sandbox.workers or os.cpu_count() or 1
     run_.backend = open_backend(run_, workers)
     try:
         start_grading(run_)
     except BaseException:
         run_.backend.close()
         raise
-    total_steps = sum(len(score.scored_steps(p)) for p in run_.problems) * args.n_samples
-    progress = Progress(total_steps, quiet=args.quiet, style=args.progress)
+    total_steps = sum(len(score.scored_steps(p)) for p in run_.problems) * config.n_samples
+    progress = Progress(total_steps, quiet=out.quiet, style=out.progress)
     try:
         engine = Engine(run_, workers, progress)
     except OSError as e:
@@ -428,31 +419,31 @@ def stop_grading(run_: Run) -> None:
 
 
 def finish(run_: Run, seconds: float) -> int:
-    args = run_.args
+    config, out = run_.config, run_.config.output
     verdicts = {(r["sample"], r["step_id"]): r["status"] for r in run_.records}
-    sc = score.score(run_.problems, verdicts, args.n_samples)
+    sc = score.score(run_.problems, verdicts, config.n_samples)
     records = sorted(run_.records, key=lambda r: (r["sample"], dataset.step_key(r["step_id"])))
     run_.out.mkdir(parents=True, exist_ok=True)
     faultpoint.point("report")
     report.write_records(run_.out / "records.jsonl", records)
-    path = report.results_path(run_.out, args.model, args.with_background)
-    meta = {"model": args.model, "split": run_.split, "with_background": args.with_background,
-            "n_samples": args.n_samples, "limit_samples": args.limit_samples,
+    path = report.results_path(run_.out, config.model, config.with_background)
+    meta = {"model": config.model, "split": run_.split, "with_background": config.with_background,
+            "n_samples": config.n_samples, "limit_samples": config.limit_samples,
             "sandbox": run_.backend.name, "sandbox_runtime": run_.backend.runtime,
-            "image": run_.backend.image, "prefill": args.prefill,
+            "image": run_.backend.image, "prefill": config.prompting.prefill,
             "test_data": str(run_.test_data), "seconds": round(seconds, 1),
             "sampling": run_.sampling, "grading": grading_meta(run_)}
     report.write_results(path, sc, meta)
-    if args.junit_xml:
-        report.write_junit(args.junit_xml, records)
+    if out.junit_xml:
+        report.write_junit(out.junit_xml, records)
     print(report.summary(sc, path))
     gen_errors = sc.counts.get("gen_error", 0)
-    if gen_errors > args.max_gen_errors:   # the scores above are written, but not trustworthy
+    if gen_errors > out.max_gen_errors:   # the scores above are written, but not trustworthy
         first = next((r.get("error") for r in records if r["status"] == "gen_error"), "")
         print(f"scicode_eval: {gen_errors} step(s) without a model answer after retries "
-              f"(more than --max-gen-errors {args.max_gen_errors}); first: {first}", file=sys.stderr)
+              f"(more than --max-gen-errors {out.max_gen_errors}); first: {first}", file=sys.stderr)
         return EXIT_GEN_ERRORS
-    floors = args.fail_under or {}   # parsed by the command line (cli.evaluate.parse_fail_under)
+    floors = out.fail_under   # parsed by the command line (cli.evaluate.parse_fail_under)
     below = [k for k, v in floors.items() if (sc.steps if k == "steps" else sc.problems) < v]
     if below:
         print(f"scicode_eval: below --fail-under for {', '.join(below)}")

@@ -18,14 +18,12 @@ HARNESS = ROOT / "harness"
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 # Who may read os.environ outside the command lines (cli/) and the build tooling (build/),
-# and what for. A typed run config built in cli/ would shorten this list.
+# and what for. A run's own settings come down in harness.run.config.RunConfig, built in cli/.
 ENVIRON_READERS = {
     "harness.util.paths": "where things are: the cache, the step history, the sandbox image recipe",
     "harness.util.faultpoint": "SCICODE_FAULT_PAUSE: the fault suite's test seam",
     "harness.sandbox.runtime": "SCICODE_SANDBOX_START_TIMEOUT",
     "harness.data.testdata": "SCICODE_TEST_DATA, SSL_CERT_FILE/SSL_CERT_DIR",
-    "harness.run.generate": "API_KEY (a GenConfig built without a key)",
-    "harness.pipeline": "SCICODE_API_KEY_NAME, API_KEY, SCICODE_GEN_BACKOFF_BASE",
 }
 
 

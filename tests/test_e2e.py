@@ -203,7 +203,7 @@ def test_a_job_cut_short_by_shutdown_is_no_verdict(problem_set, tmp_path):
     (exit 130, rerun resumes), never as a stored verdict or a sandbox failure."""
     from harness.run import candidate
     from harness import pipeline
-    from harness.cli.evaluate import parser
+    from harness.cli.evaluate import parser, run_config
     from harness.util.progress import Progress
     from harness.sandbox import Backend, Outcome
 
@@ -219,7 +219,7 @@ def test_a_job_cut_short_by_shutdown_is_no_verdict(problem_set, tmp_path):
     args = parser().parse_args(["--model", "m", "--url", "http://127.0.0.1:9/v1/chat/completions",
                                 "--problems", str(pfile), "--test-data", str(tfile),
                                 "--output-dir", str(tmp_path / "out"), "--quiet"])
-    run = pipeline.prepare(args)
+    run = pipeline.prepare(run_config(args, {}))
     run.backend = ShutUnderJob()
     engine = pipeline.Engine(run, 1, Progress(3, quiet=True))
     try:

@@ -1,5 +1,6 @@
 """Generation client: request shape, retries and their limits, fault handling."""
 import asyncio
+import dataclasses
 import email.utils
 import random
 import socket
@@ -155,16 +156,21 @@ def test_distinct_seeds_per_sample():
         assert len({json.dumps(b, sort_keys=True) for b in ep.bodies}) == 6
 
 
-def test_authorization_header_only_when_api_key_set(monkeypatch):
+def test_authorization_header_only_when_api_key_set():
+    """$API_KEY is read once by the command line (cli.evaluate.run_config) into the run config."""
+    from harness.cli.evaluate import parser, run_config
+    from harness.pipeline import gen_config
+
+    def cfg_from_env(env):
+        args = parser().parse_args(["--model", "m", "--url", ep.url])
+        return gen_config(dataclasses.replace(run_config(args, env).generation, backoff_base=0.01))
+
     with FakeEndpoint() as ep:
-        monkeypatch.setenv("API_KEY", "secret123")
-        cfg = GenConfig(url=ep.url, model="m", **FAST)
+        cfg = cfg_from_env({"API_KEY": "secret123"})
         assert cfg.api_key == "secret123"
         run(complete_one(cfg))
-        monkeypatch.setenv("API_KEY", "")  # `API_KEY=$UNSET_VAR` renders as empty
-        run(complete_one(GenConfig(url=ep.url, model="m", **FAST)))
-        monkeypatch.delenv("API_KEY")
-        run(complete_one(GenConfig(url=ep.url, model="m", **FAST)))
+        run(complete_one(cfg_from_env({"API_KEY": ""})))  # `API_KEY=$UNSET_VAR` renders as empty
+        run(complete_one(cfg_from_env({})))
         heads = [r.headers for r in ep.requests]
         assert heads[0]["authorization"] == "Bearer secret123"
         assert "authorization" not in heads[1] and "authorization" not in heads[2]

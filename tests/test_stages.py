@@ -110,3 +110,19 @@ def test_junit_and_fail_under(tmp_path):
     for bad in ("lines=3", "steps", "steps=abc"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_fail_under(bad)
+
+
+def test_counts_list_every_step_status_in_the_results_order():
+    """The results JSON's `counts` keys, in this order (a reader may depend on it)."""
+    sc = score.score([PROBLEM], {}, 1)
+    assert list(sc.counts) == ["pass", "fail", "error", "timeout", "oom", "gen_error", "truncated",
+                               "no_target", "infra"]
+
+
+def test_a_verdict_is_a_step_status_and_an_outcome_status_is_the_sandbox_s():
+    from typing import get_args
+    from harness.run.status import STEP_STATUSES
+    from harness.sandbox import OUTCOME_STATUSES, OutcomeStatus
+    assert OUTCOME_STATUSES == get_args(OutcomeStatus) == ("ok", "error", "timeout", "oom", "infra")
+    # every sandbox status but ok is also a step status (a step that did not run its tests)
+    assert set(OUTCOME_STATUSES) - {"ok"} <= set(STEP_STATUSES)

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping, get_args
 
 
 def _positive_int(v: str) -> int:
@@ -33,7 +36,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _values(literal) -> list[str]:
+    return list(get_args(literal))
+
+
 def parser() -> argparse.ArgumentParser:
+    from harness.run import config as C   # the flags' choices are the config's vocabularies
     p = _Parser(prog="scicode_eval",
                                 description="SciCode evaluation with every candidate in a hardened sandbox.")
     a = p.add_argument
@@ -54,10 +62,10 @@ def parser() -> argparse.ArgumentParser:
     a("--regex-path", default=None, help="regex file for code extraction (path or packaged name)")
     a("--prompt-template-type", default=None, help="template file name (e.g. background_comment_template.txt)")
     # ours
-    a("--split", choices=["test", "dev", "all"], default=None, help="default: test (all with --include-dev); an explicit --split wins over --include-dev")
+    a("--split", choices=_values(C.Split), default=None, help="default: test (all with --include-dev); an explicit --split wins over --include-dev")
     a("--test-data", type=Path, default=None, help="test_data.h5 (else $SCICODE_TEST_DATA, else the cache)")
-    a("--sandbox", choices=["auto", "docker", "process"], default="auto")
-    a("--sandbox-runtime", choices=["runc", "runsc"], default="runc",
+    a("--sandbox", choices=_values(C.SandboxKind), default="auto")
+    a("--sandbox-runtime", choices=_values(C.Runtime), default="runc",
       help="Docker OCI runtime: runsc (gVisor) puts a user-space kernel between candidates "
       "and the host; slower (see README)")
     a("--sandbox-image", default=None, help="sandbox image; overrides the pinned one on purpose")
@@ -66,11 +74,11 @@ def parser() -> argparse.ArgumentParser:
     a("--sandbox-cpus", type=_positive_float, default=1.0)
     a("--junit-xml", type=Path, default=None)
     a("--fail-under", type=parse_fail_under, default=None, help="steps=X[,problems=Y]: exit 3 when a score is below")
-    a("--prefill", choices=["verbatim", "extract"], default="verbatim",
+    a("--prefill", choices=_values(C.Prefill), default="verbatim",
       help="code for the never-asked steps 13.6/62.1/76.3: whole file, or upstream's extraction")
     a("--problems", type=Path, default=None,
       help="problems JSONL in SciCode's format (your own problems) instead of --split")
-    a("--grading", choices=["strict", "inprocess"], default="strict",
+    a("--grading", choices=_values(C.GradingMode), default="strict",
       help="strict: the sandbox computes values and a verifier outside it decides every verdict; "
            "inprocess: upstream's way, verdicts inside the candidate's process (UNSAFE: model code "
            "can forge them; for debugging parity only)")
@@ -81,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     a("--allow-missing-targets", action="store_true",
       help="steps the test data lacks score as no_target (never a pass) instead of stopping the run")
     a("--quiet", action="store_true", help="no progress output")
-    a("--progress", choices=["auto", "rich", "plain"], default="auto",
+    a("--progress", choices=_values(C.ProgressStyle), default="auto",
       help="bars on a terminal (auto), always bars, or periodic plain lines (logs)")
     return p
 
@@ -103,6 +111,36 @@ def parse_fail_under(s: str | None) -> dict[str, float]:
     return out
 
 
+def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
+    """The run's typed settings from the parsed flags and the environment (framework.yml
+    renders its values into both: flags, and API_KEY / SCICODE_API_KEY_NAME)."""
+    from harness.run import config as C
+    env = os.environ if env is None else env
+    gen = C.Generation(
+        url=args.url, model=args.model, temperature=args.temperature, extra_params=args.extra_params or "",
+        concurrency=args.concurrent_requests,
+        api_key=env.get("API_KEY") or None,   # `API_KEY=$UNSET_VAR` renders as empty: unset
+        api_key_name=env.get("SCICODE_API_KEY_NAME") or None,
+        backoff_base=float(env.get("SCICODE_GEN_BACKOFF_BASE", "1.0")))
+    prompting = C.Prompting(with_background=args.with_background, template_type=args.prompt_template_type,
+                            regex_path=args.regex_path, prefill=args.prefill,
+                            reasoning_end_token=args.reasoning_end_token)
+    sandbox = C.Sandbox(kind=args.sandbox, runtime=args.sandbox_runtime, image=args.sandbox_image,
+                        timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus,
+                        workers=args.eval_threads, process_python=env.get("SCICODE_PROCESS_PYTHON") or None)
+    grading = C.Grading(mode=args.grading or "strict", test_data=args.test_data,
+                        allow_missing_targets=args.allow_missing_targets)
+    output = C.Output(dir=Path(args.output_dir), log_dir=args.log_dir, quiet=args.quiet, progress=args.progress,
+                      junit_xml=args.junit_xml, fail_under=MappingProxyType(dict(args.fail_under or {})),
+                      max_gen_errors=args.max_gen_errors)
+    # an explicit --split wins: --include-dev is a task default (aa_scicode, scicode_aa_v2)
+    # the user's own `config.params.extra.split` must be able to override
+    split = args.split or ("all" if args.include_dev else "test")
+    return C.RunConfig(generation=gen, split=split, problems=args.problems, limit_samples=args.limit_samples,
+                       n_samples=args.n_samples, prompting=prompting, sandbox=sandbox, grading=grading,
+                       output=output)
+
+
 def main(argv: list[str] | None = None) -> int:
     from harness.sandbox import cleanup
     cleanup.install(raise_on_term=True)   # Ctrl-C -> 130, SIGTERM -> 143, from the first moment
@@ -112,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         from harness.errors import HarnessError
         from harness.pipeline import run
         try:
-            code = run(args)
+            code = run(run_config(args))
         except HarnessError as e:
             print(f"scicode_eval: error: {e}", file=sys.stderr)
             code = 2
@@ -137,7 +175,6 @@ def _leave(code: int) -> None:
     """Exit with `code`. When a thread is still running (a job cut short by Ctrl-C that
     has not noticed yet), skip interpreter finalization: a daemon thread frozen there
     while holding a library's lock (h5py, stdio) would hang the exit forever."""
-    import os
     import threading
     others = [t for t in threading.enumerate()
               if t is not threading.main_thread() and t.is_alive()]

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from harness.sandbox import codec
-from harness.sandbox import Job, Limits
+from harness.run.status import StepStatus
+from harness.sandbox import Job, Limits, Outcome
 
 
 @dataclass
@@ -37,7 +38,7 @@ def build_job(cand: Candidate, problem: dict, targets: Optional[list[Any]], limi
                job_id=f"{cand.step_id}-s{cand.sample}")
 
 
-def verdict(outcome) -> tuple[str, list[dict]]:
+def verdict(outcome: Outcome) -> tuple[StepStatus, list[dict]]:
     """pass only if the program ran to the runner's end and every test passed."""
     report = outcome.report or {}
     tests = report.get("tests") or []

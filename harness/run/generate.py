@@ -2,7 +2,7 @@
 
 The client POSTs to exactly the URL it is given (behind nemo-evaluator that is
 the adapter proxy, which forwards any path to the real endpoint), sends
-``Authorization: Bearer $API_KEY`` when the variable is set, gives every sample
+``Authorization: Bearer <api_key>`` when the config has a key, gives every sample
 its own ``seed`` (the proxy's response cache is keyed by the request body, so two
 samples of one prompt must differ in the body), retries transient failures with
 exponential backoff and full jitter, and never raises for transport errors: a
@@ -18,7 +18,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import random
 import socket
 import ssl
@@ -42,12 +41,6 @@ RETRY_STATUSES = frozenset({408, 429})
 
 # --------------------------------------------------------------------------- config
 
-def _api_key_from_env() -> Optional[str]:
-    # An empty value counts as unset: the framework command renders
-    # `API_KEY=$NAME`, which yields "" when $NAME is not exported.
-    return os.environ.get("API_KEY") or None
-
-
 @dataclass
 class GenConfig:
     url: str
@@ -59,7 +52,7 @@ class GenConfig:
     max_retries: int = 2                      # retries after the first attempt
     include_system_prompt: bool = True
     extra_body: dict = field(default_factory=dict)
-    api_key: Optional[str] = field(default_factory=_api_key_from_env)
+    api_key: Optional[str] = None             # the command line reads $API_KEY
     concurrency: int = 1
     backoff_base: float = 1.0                 # first retry waits U(0, base)
     backoff_cap: float = 60.0                 # no backoff exceeds this

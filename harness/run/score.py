@@ -10,7 +10,8 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-STATUSES = ("pass", "fail", "error", "timeout", "oom", "gen_error", "truncated", "no_target", "infra")
+from harness.run.status import STEP_STATUSES, StepStatus
+
 NV_SKIP = {"13": 6, "62": 1, "76": 3}  # the steps NVIDIA 26.3 means to skip (1-based)
 
 
@@ -23,7 +24,7 @@ class Scores:
     scored_steps: int
     n_problems: int
     n_samples: int
-    counts: dict = field(default_factory=dict)
+    counts: dict[StepStatus, int] = field(default_factory=dict)
     per_problem: list[dict] = field(default_factory=list)
     num_correct: dict = field(default_factory=dict)
     nvidia: dict = field(default_factory=dict)
@@ -42,7 +43,7 @@ def stderr(values: list[float]) -> float | None:
     return math.sqrt(var / n)
 
 
-def score(problems: list[dict], verdicts: dict[tuple[int, str], str], n_samples: int) -> Scores:
+def score(problems: list[dict], verdicts: dict[tuple[int, str], StepStatus], n_samples: int) -> Scores:
     """verdicts: (sample, step_id) -> status; a missing verdict counts as gen_error."""
     steps_by_problem = {p["problem_id"]: scored_steps(p) for p in problems}
     total = sum(len(v) for v in steps_by_problem.values())
@@ -78,7 +79,7 @@ def score(problems: list[dict], verdicts: dict[tuple[int, str], str], n_samples:
         steps=sum(per_s_steps) / n_samples, problems=sum(per_s_probs) / n_samples,
         per_sample_steps=per_s_steps, per_sample_problems=per_s_probs,
         scored_steps=total, n_problems=len(steps_by_problem), n_samples=n_samples,
-        counts={k: counts.get(k, 0) for k in STATUSES}, per_problem=table,
+        counts={k: counts.get(k, 0) for k in STEP_STATUSES}, per_problem=table,
         num_correct=dict(num_correct), nvidia=nvidia_26_3(problems, passes, n_samples))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 from harness.errors import HarnessError
 
@@ -23,7 +23,8 @@ JOB_ENV = {"TZ": "UTC", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
            "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
            "NUMPY_MADVISE_HUGEPAGE": "0"}
 
-STATUSES = ("ok", "error", "timeout", "oom", "infra")
+OutcomeStatus = Literal["ok", "error", "timeout", "oom", "infra"]   # the sandbox's one vocabulary
+OUTCOME_STATUSES: tuple[OutcomeStatus, ...] = get_args(OutcomeStatus)
 OUTCOME_KEYS = ("status", "exit_code", "duration", "stdout", "stderr", "truncated",
                 "timed_out", "oom_killed", "backend", "image")
 
@@ -55,7 +56,7 @@ class Job:
 
 @dataclass
 class Outcome:
-    status: str                  # ok | error | timeout | oom | infra
+    status: OutcomeStatus
     exit_code: Optional[int]
     duration: float
     stdout: str

@@ -5,11 +5,12 @@ SandboxUnavailable with one line naming both fixes.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 from harness.sandbox import Backend, Limits, SandboxUnavailable
 
-KINDS = ("auto", "docker", "process")
+SandboxKind = Literal["auto", "docker", "process"]
+KINDS: tuple[SandboxKind, ...] = get_args(SandboxKind)
 
 
 def docker_client(max_pool_size: int):

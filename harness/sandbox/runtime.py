@@ -21,13 +21,14 @@ import logging
 import os
 import re
 import signal
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 from harness.sandbox import SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("runc", "runsc")
+Runtime = Literal["runc", "runsc"]
+RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)
 DEFAULT = "runc"
 RUNSC_PATH = "/usr/bin/runsc"
 RUNSC_ENTRY = {"path": RUNSC_PATH, "runtimeArgs": ["--network=none"]}

@@ -9,12 +9,17 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Literal, Optional
 
 from harness.data.dataset import step_key
 from harness.run.schedule import JobQueue
 from harness.targets.compare import values_close, values_equal
 from harness.targets.rewrite import NO_TARGET, PLACEHOLDER_TEST, RewriteResult, reduced_target, rewrite_test
+
+# One gold run's result for one test: ("ok", value or None when it has no target),
+# ("fail", message) or ("unsupported", None).
+GoldKind = Literal["ok", "fail", "unsupported"]
+GoldResult = tuple[GoldKind, Any]
 
 
 @dataclass
@@ -179,9 +184,8 @@ def _tail(s: str, n: int = 300) -> str:
     return s if len(s) <= n else "..." + s[-n:]
 
 
-def _interpret(plan: StepPlan, outcome) -> tuple[list, Optional[str]]:
-    """(per test: ("ok", value) | ("ok", None) for no target | ("fail", message) |
-    ("unsupported", None); a message when the whole step failed, else None)."""
+def _interpret(plan: StepPlan, outcome) -> tuple[list[GoldResult], Optional[str]]:
+    """(a GoldResult per test; a message when the whole step failed, else None)."""
     from harness.sandbox import codec
     n = len(plan.tests)
     rep = getattr(outcome, "report", None)

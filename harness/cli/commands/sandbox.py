@@ -4,14 +4,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from harness.sandbox import OutcomeStatus
 
 app = typer.Typer(help="Run a program in the sandbox the evaluation uses.", no_args_is_help=True,
                   add_completion=False)
 
-EXIT = {"ok": 0, "error": 1, "timeout": 1, "oom": 1, "infra": 2}
+EXIT: dict[OutcomeStatus, int] = {"ok": 0, "error": 1, "timeout": 1, "oom": 1, "infra": 2}
 
 
 @app.callback()
