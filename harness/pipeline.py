@@ -21,7 +21,8 @@ from harness.run.grade.verifier import VERIFIER_SOURCE, Verifier, VerifierError
 from harness.run.outputs import OutputError, output as _output, setup_logging as _setup_logging
 from harness.run.preflight import check_endpoint
 from harness.run.store import Store, make_key
-from harness.sandbox import JOB_ENV, Limits, cleanup
+from harness.run.status import StepStatus
+from harness.sandbox import JOB_ENV, Limits, TestResult, cleanup
 from harness.sandbox.registry import get_backend
 from harness.util import faultpoint
 from harness.util.paths import sha256_file, targets_path
@@ -242,7 +243,7 @@ class Engine:
         except (CancelledError, ReaderClosed):
             raise Interrupted(step_id) from None
 
-    def _grade(self, cand, problem, outcome) -> tuple[str, list]:
+    def _grade(self, cand, problem, outcome) -> tuple[StepStatus, list[TestResult]]:
         run = self.run
         step = problem["sub_steps"][cand.index]
         if run.grading != "strict":
@@ -310,7 +311,8 @@ class Engine:
         graded = time.monotonic() - t0
         if status in ("pass", "fail"):   # the tests ran: a fair measure of the step's cost
             self.queue.record(cand.step_id, outcome.duration)
-        rec = {"status": status, "tests": tests, "error": candidate.error_summary(outcome, tests),
+        rec = {"status": status, "tests": [t.to_dict() for t in tests],
+               "error": candidate.error_summary(outcome, tests),
                "exit_code": outcome.exit_code, "duration": round(outcome.duration, 3),
                "grade_seconds": round(graded, 3), "stdout_tail": outcome.stdout[-2000:],
                "stderr_tail": outcome.stderr[-2000:],

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness.sandbox import JOB_ENV, Job, Limits, SandboxUnavailable
+from harness.sandbox import JOB_ENV, Job, Limits, SandboxUnavailable, TestResult
 from harness.sandbox import process_backend as pb
 from harness.sandbox.registry import get_backend
 
@@ -123,7 +123,7 @@ def test_signal_death_exit_code(be):
 def test_tests_mode_report(be):
     o = be.run(Job(code="def f(x):\n    return x + 1", tests=["assert f(1) == target"], targets=[2],
                    limits=LIM))
-    assert o.status == "ok" and o.report["tests"] == [{"status": "pass", "error": None}]
+    assert o.status == "ok" and o.report.tests == [TestResult("pass", None)]
 
 
 def test_concurrent_jobs(be):

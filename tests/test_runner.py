@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from harness.sandbox import codec
-from harness.sandbox import Job, Limits
+from harness.sandbox import Job, Limits, Report
 from harness.sandbox import runner as R
 from harness.sandbox import shim_cmp
 
@@ -77,30 +77,30 @@ def test_tests_mode_pass_fail_error(process):
     o = process.run(tjob(code, tests, [codec.encode(2), codec.encode(3), None, codec.encode(6)]))
     rep = o.report
     assert o.status == "error" and o.exit_code == 1
-    assert rep["completed"] is True and rep["import_error"] is None
-    assert [t["status"] for t in rep["tests"]] == ["pass", "fail", "error", "pass"]
-    assert rep["tests"][1]["error"] == "AssertionError: wrong"
-    assert rep["tests"][2]["error"].startswith("TypeError")
+    assert rep.completed is True and rep.import_error is None
+    assert [t.status for t in rep.tests] == ["pass", "fail", "error", "pass"]
+    assert rep.tests[1].error == "AssertionError: wrong"
+    assert rep.tests[2].error.startswith("TypeError")
     assert o.stdout == "from the program\n"          # the report line is stripped
 
 
 def test_all_pass_is_ok(process):
     o = process.run(tjob("x = 1", ["assert x == target", "assert x + 1 == 2"], [1, None]))
     assert o.status == "ok" and o.exit_code == 0
-    assert [t["status"] for t in o.report["tests"]] == ["pass", "pass"]
+    assert [t.status for t in o.report.tests] == ["pass", "pass"]
 
 
 def test_import_error_reported(process):
     o = process.run(tjob("import numpy as np\nraise ValueError('bad import')", ["pass", "pass"]))
     rep = o.report
-    assert o.status == "error" and rep["completed"] is True
-    assert rep["import_error"] == "ValueError: bad import"
-    assert [t["status"] for t in rep["tests"]] == ["error", "error"]
+    assert o.status == "error" and rep.completed is True
+    assert rep.import_error == "ValueError: bad import"
+    assert [t.status for t in rep.tests] == ["error", "error"]
 
 
 def test_syntax_error_is_an_import_error():
     rc, _, _, rep = run_direct(tjob("def f(:\n  pass", ["pass"]))
-    assert rc == 1 and rep["import_error"].startswith("SyntaxError")
+    assert rc == 1 and rep.import_error.startswith("SyntaxError")
 
 
 @pytest.mark.parametrize("code,tests", [
@@ -120,22 +120,22 @@ def test_escapes_never_pass(process, code, tests):
     assert o.status == "error", o.to_dict()
     rep = o.report
     if rep is not None:
-        assert not (rep["completed"] and all(t["status"] == "pass" for t in rep["tests"]))
+        assert not (rep.completed and all(t.status == "pass" for t in rep.tests))
 
 
 def test_system_exit_in_a_test_stops_the_run():
     rc, _, _, rep = run_direct(tjob("x = 1", ["pass", "exit(0)", "pass"]))
-    assert rc == 1 and rep["completed"] is False
-    assert [t["status"] for t in rep["tests"]] == ["pass", "error"]
-    assert "SystemExit" in rep["tests"][1]["error"]
+    assert rc == 1 and rep.completed is False
+    assert [t.status for t in rep.tests] == ["pass", "error"]
+    assert "SystemExit" in rep.tests[1].error
     rc, _, _, rep = run_direct(tjob("import sys\nsys.exit(0)", ["pass"]))
-    assert rc == 1 and rep["completed"] is False and "SystemExit" in rep["import_error"]
+    assert rc == 1 and rep.completed is False and "SystemExit" in rep.import_error
 
 
 def test_program_output_does_not_break_the_report():
     code = "import sys\nsys.stdout.write('no newline at end')\nprint('x' * 100000, file=sys.stderr)"
     rc, out, err, rep = run_direct(tjob(code, ["print('in test')", "assert True"]))
-    assert rc == 0 and rep["completed"] and out == "no newline at endin test\n"
+    assert rc == 0 and rep.completed and out == "no newline at endin test\n"
 
 
 def test_tests_share_the_program_namespace_and_see_target():
@@ -151,14 +151,14 @@ def test_records_mode_returns_encoded_values():
              "__scicode_record__((1, 'a')); __scicode_record__({'k': 2j})"]
     rc, _, _, rep = run_direct(tjob(code, tests, [codec.encode(np.arange(3) * 1.5)], record=True))
     assert rc == 0, rep
-    recs = [[codec.decode(v) for v in per_test] for per_test in rep["records"]]
+    recs = [[codec.decode(v) for v in per_test] for per_test in rep.records]
     np.testing.assert_array_equal(recs[0][0], np.arange(3) * 1.5)
     assert recs[1] == [(1, "a"), {"k": 2j}]
 
 
 def test_records_absent_without_record_flag():
     rc, _, _, rep = run_direct(tjob("x=1", ["pass"]))
-    assert rep["records"] is None
+    assert rep.records is None
 
 
 def test_shims_are_importable_in_tests_mode():
@@ -201,7 +201,7 @@ def test_parse_and_strip_report():
     m = R.new_marker()
     rep = {"completed": True, "import_error": None, "tests": [], "records": None}
     text = "out\n" + "\n" + m + json.dumps(rep) + "\n"
-    assert R.parse_report(text, m) == rep
+    assert R.parse_report(text, m) == Report.parse(rep)
     assert R.strip_report(text, m) == "out\n"
     assert R.parse_report("no report", m) is None
     assert R.parse_report("\n" + m + "{broken\n", m) is None
@@ -217,7 +217,7 @@ def test_stdout_capture_splits_report_across_chunks(chunk):
     for i in range(0, len(stream), chunk):
         cap.feed(stream[i:i + chunk])
     cap.finish()
-    assert cap.report() == rep
+    assert cap.report() == Report.parse(rep)
     assert cap.truncated and "truncated" in cap.text()
     assert cap.text().startswith("A" * 500) and cap.text().endswith("A" * 500)
 
@@ -229,7 +229,7 @@ def test_last_report_wins_and_no_report():
     real = json.dumps({"completed": False, "import_error": "x", "tests": [], "records": None})
     cap.feed(f"a\n\n{m}{fake}\nb\n\n{m}{real}\n".encode())
     cap.finish()
-    assert cap.report()["completed"] is False and cap.text() == "a\nb\n"
+    assert cap.report().completed is False and cap.text() == "a\nb\n"
     cap = R.StdoutCapture(100, m)
     cap.feed(b"x" * 50)
     cap.finish()
@@ -247,8 +247,8 @@ def test_head_tail_memory_is_bounded():
 def test_classify():
     assert R.classify(0, False, None) == "ok"
     assert R.classify(0, True, None) == "error"          # os._exit(0) skipped the report
-    assert R.classify(0, True, {"tests": []}) == "ok"
-    assert R.classify(1, True, {"tests": []}) == "error"
+    assert R.classify(0, True, Report.parse({"tests": []})) == "ok"
+    assert R.classify(1, True, Report.parse({"tests": []})) == "error"
     assert R.classify(None, True, None, timed_out=True) == "timeout"
     assert R.classify(137, False, None, oom=True) == "oom"
     assert R.classify(None, False, None) == "infra"
@@ -266,8 +266,18 @@ def test_parse_size():
 def test_memory_evidence():
     assert R.memory_evidence("Traceback...\nMemoryError\n", None)
     assert R.memory_evidence("numpy.core._exceptions._ArrayMemoryError: Unable to allocate", None)
-    assert R.memory_evidence("", {"import_error": "MemoryError", "tests": []})
-    assert not R.memory_evidence("ValueError: x", {"import_error": None, "tests": []})
+    assert R.memory_evidence("", Report.parse({"import_error": "MemoryError", "tests": []}))
+    assert not R.memory_evidence("ValueError: x", Report.parse({"import_error": None, "tests": []}))
+
+
+def test_report_parse_never_invents_a_pass():
+    assert Report.parse({"completed": True}) is None and Report.parse([1]) is None
+    rep = Report.parse({"completed": 1, "tests": [{"status": "pass"}, "pass", {"status": "PASS"},
+                                                  {"status": "fail", "error": 3}], "records": "x"})
+    assert rep.completed is False and not rep.all_passed and rep.records is None
+    assert [t.status for t in rep.tests] == ["pass", "error", "error", "fail"]
+    assert rep.tests[3].error is None and rep.tests[1].error == "bad report entry"
+    assert Report.parse({"completed": True, "tests": [{"status": "pass"}]}).all_passed
 
 
 # ---------------------------------------------------------------- compare shim semantics
@@ -333,8 +343,8 @@ def test_shim_matches_upstream_when_available():
 def test_unprintable_exception_is_still_reported():
     code = "class E(Exception):\n    def __str__(self):\n        raise RuntimeError('no')\n"
     rc, _, _, rep = run_direct(tjob(code, ["raise E()"]))
-    assert rc == 1 and rep["completed"] and rep["tests"][0]["status"] == "error"
-    assert "unprintable E" in rep["tests"][0]["error"]
+    assert rc == 1 and rep.completed and rep.tests[0].status == "error"
+    assert "unprintable E" in rep.tests[0].error
 
 
 def test_payload_chunks_equal_payload():

@@ -710,10 +710,10 @@ def test_tests_mode_through_docker(docker_backend):
               targets=[codec.encode(np.arange(3)), codec.encode(5)], limits=DOCKER_LIMITS)
     o = docker_backend.run(job)
     assert o.status == "error" and o.exit_code == 1, o.to_dict()
-    assert [t["status"] for t in o.report["tests"]] == ["pass", "fail"]
+    assert [t.status for t in o.report.tests] == ["pass", "fail"]
     job.tests = job.tests[:1]
     o = docker_backend.run(job)
-    assert o.status == "ok" and o.report["completed"] and o.stdout == "", o.to_dict()
+    assert o.status == "ok" and o.report.completed and o.stdout == "", o.to_dict()
 
 
 @pytest.mark.docker
@@ -780,7 +780,7 @@ def test_works_over_a_tcp_docker_host(sandbox_image, monkeypatch, runtime):
         o = be.run(Job(code="import sys\nprint(repr(sys.stdin.read()))", limits=DOCKER_LIMITS))
         assert (o.status, o.stdout) == ("ok", "''\n"), o.to_dict()
         o = be.run(Job(code="x = 2", tests=["assert x == target"], targets=[2], limits=DOCKER_LIMITS))
-        assert o.status == "ok" and o.report["tests"][0]["status"] == "pass", o.to_dict()
+        assert o.status == "ok" and o.report.tests[0].status == "pass", o.to_dict()
         o = be.run(Job(code="while True:\n    pass", limits=Limits(**{**DOCKER_LIMITS.__dict__,
                                                                       "timeout": 2})))
         assert o.status == "timeout"

@@ -412,7 +412,7 @@ def test_build_records_what_target_any_must_reduce_to(tmp_path):
 
     def grade(code):
         job = Job(code="import numpy as np\n" + code, tests=tests, targets=[codec.encode(v) for v in got])
-        return [t["status"] for t in LocalRunner().run(job).report["tests"]]
+        return [t.status for t in LocalRunner().run(job).report.tests]
     assert grade(roots) == ["pass"] * 3
     assert grade(roots.replace("(k, -1.0", "(k + 5, 3.0"))[::2] == ["fail", "fail"]
 

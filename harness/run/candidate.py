@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from harness.sandbox import codec
 from harness.run.status import StepStatus
-from harness.sandbox import Job, Limits, Outcome
+from harness.sandbox import Job, Limits, Outcome, TestResult
 
 
 @dataclass
@@ -38,27 +38,26 @@ def build_job(cand: Candidate, problem: dict, targets: Optional[list[Any]], limi
                job_id=f"{cand.step_id}-s{cand.sample}")
 
 
-def verdict(outcome: Outcome) -> tuple[StepStatus, list[dict]]:
-    """pass only if the program ran to the runner's end and every test passed."""
-    report = outcome.report or {}
-    tests = report.get("tests") or []
+def verdict(outcome: Outcome) -> tuple[StepStatus, list[TestResult]]:
+    """In-process grading: pass only if the program ran to the runner's end and every test
+    passed."""
+    report = outcome.report
+    tests = report.tests if report else []
     if outcome.status in ("timeout", "oom", "infra"):
         return outcome.status, tests
-    if (outcome.status == "ok" and report.get("completed") and tests
-            and all(t.get("status") == "pass" for t in tests)):
+    if outcome.status == "ok" and report and report.all_passed and tests:
         return "pass", tests
-    if report.get("completed") and not report.get("import_error") and tests:
+    if report and report.completed and not report.import_error and tests:
         return "fail", tests
     return "error", tests
 
 
-def error_summary(outcome, tests: list[dict]) -> Optional[str]:
-    report = outcome.report or {}
-    if report.get("import_error"):
-        return report["import_error"]
+def error_summary(outcome: Outcome, tests: list[TestResult]) -> Optional[str]:
+    if outcome.report and outcome.report.import_error:
+        return outcome.report.import_error
     for t in tests:
-        if t.get("status") != "pass" and t.get("error"):
-            return t["error"]
+        if t.status != "pass" and t.error:
+            return t.error
     if outcome.status != "ok":
         tail = (outcome.stderr or "").strip().splitlines()[-1:] or [outcome.status]
         return tail[0][:500]

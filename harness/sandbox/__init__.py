@@ -54,6 +54,49 @@ class Job:
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
+TestStatus = Literal["pass", "fail", "error"]   # one test of the runner's report
+TEST_STATUSES: tuple[TestStatus, ...] = get_args(TestStatus)
+
+
+@dataclass
+class TestResult:
+    status: TestStatus
+    error: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "error": self.error}
+
+
+@dataclass
+class Report:
+    """The in-sandbox runner's report (tests mode). Untrusted: model code shared its process,
+    so it can at worst fail a candidate (strict grading re-checks every "pass")."""
+    completed: bool                     # the runner reached its end (no exit, no BaseException)
+    import_error: Optional[str]         # the program failed before the tests
+    tests: list[TestResult]             # one per test snippet, in order
+    records: Optional[list] = None      # strict grading: per test, its codec-encoded values
+
+    @property
+    def all_passed(self) -> bool:
+        """What the runner's exit status says: completed, and no test failed or erred."""
+        return self.completed and all(t.status == "pass" for t in self.tests)
+
+    @classmethod
+    def parse(cls, obj) -> Optional["Report"]:
+        """From the decoded JSON line; None unless it has a list of tests. A malformed test
+        entry becomes an error, never a pass."""
+        if not isinstance(obj, dict) or not isinstance(obj.get("tests"), list):
+            return None
+        tests = [TestResult(t["status"], t.get("error") if isinstance(t.get("error"), str) else None)
+                 if isinstance(t, dict) and t.get("status") in TEST_STATUSES
+                 else TestResult("error", "bad report entry") for t in obj["tests"]]
+        err = obj.get("import_error")
+        records = obj.get("records")
+        return cls(completed=obj.get("completed") is True,
+                   import_error=None if err is None else str(err), tests=tests,
+                   records=records if isinstance(records, list) else None)
+
+
 @dataclass
 class Outcome:
     status: OutcomeStatus
@@ -66,7 +109,7 @@ class Outcome:
     oom_killed: bool
     backend: str
     image: Optional[str]
-    report: Optional[dict] = None   # the runner's report (tests mode), not part of to_dict()
+    report: Optional[Report] = None   # the runner's report (tests mode), not part of to_dict()
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -353,9 +353,7 @@ class DockerBackend(Backend):
         if timed_out:
             self._remove(slot.cid)    # SIGKILL to PID 1 ends the namespace, then remove
         elif report is not None:
-            tests = report.get("tests") or []
-            ok = report.get("completed") and all(t.get("status") == "pass" for t in tests)
-            exit_code = 0 if ok else 1    # what the runner exits with right after the report
+            exit_code = 0 if report.all_passed else 1   # what the runner exits with next
         else:
             try:
                 budget = max(deadline - time.monotonic(), 0) + KILL_GRACE

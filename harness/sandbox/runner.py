@@ -37,6 +37,8 @@ import secrets
 from pathlib import Path
 from typing import Optional
 
+from harness.sandbox import Report
+
 _HERE = Path(__file__).resolve().parent
 REPORT_LIMIT = 256 << 20          # bytes: a report larger than this is dropped (job -> error)
 TRUNCATION_NOTE = "\n...[{n} bytes truncated]...\n"
@@ -99,7 +101,7 @@ def payload_chunks(job, marker: str, size: int = 1 << 20):
     yield b"".join(buf)
 
 
-def parse_report(stdout: str, marker: str) -> Optional[dict]:
+def parse_report(stdout: str, marker: str) -> Optional[Report]:
     """The last report line in stdout, or None if absent or unreadable."""
     idx = stdout.rfind(marker)
     if idx < 0:
@@ -114,14 +116,11 @@ def strip_report(stdout: str, marker: str) -> str:
     return re.sub("\n?" + re.escape(marker) + "[^\n]*\n?", "", stdout)
 
 
-def _load_report(raw) -> Optional[dict]:
+def _load_report(raw) -> Optional[Report]:
     try:
-        rep = json.loads(raw)
+        return Report.parse(json.loads(raw))
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(rep, dict) or not isinstance(rep.get("tests"), list):
-        return None
-    return rep
 
 
 def parse_size(value) -> int:
@@ -193,7 +192,7 @@ class StdoutCapture:
         self.current: Optional[bytearray] = None    # report being read
         self.report_raw: Optional[bytearray] = None   # freed once parsed
         self._parsed = False
-        self._report: Optional[dict] = None
+        self._report: Optional[Report] = None
         self.report_overflow = False
 
     def feed(self, data: bytes) -> None:
@@ -248,7 +247,7 @@ class StdoutCapture:
         """A complete marker line (report, or the stderr end sentinel) has arrived."""
         return self.report_raw is not None or self._parsed
 
-    def report(self) -> Optional[dict]:
+    def report(self) -> Optional[Report]:
         if not self._parsed and self.report_raw is not None:
             # parsed once; the raw bytes go (a report can carry tens of MB of values)
             self._report, self.report_raw, self._parsed = _load_report(self.report_raw), None, True
@@ -258,7 +257,7 @@ class StdoutCapture:
         return self.out.text()
 
 
-def classify(exit_code: Optional[int], tests_mode: bool, report: Optional[dict],
+def classify(exit_code: Optional[int], tests_mode: bool, report: Optional[Report],
              timed_out: bool = False, oom: bool = False) -> str:
     """Outcome status from how the job ended.
 
@@ -281,12 +280,11 @@ def classify(exit_code: Optional[int], tests_mode: bool, report: Optional[dict],
 _MEMERR = re.compile(r"^(?:[\w.]+\.)?_?\w*MemoryError\b", re.MULTILINE)
 
 
-def memory_evidence(stderr: str, report: Optional[dict]) -> bool:
+def memory_evidence(stderr: str, report: Optional[Report]) -> bool:
     """True when the job died of memory exhaustion it noticed itself (a MemoryError)."""
     if _MEMERR.search(stderr[-8192:]):
         return True
     if report:
-        texts = [report.get("import_error") or ""]
-        texts += [t.get("error") or "" for t in report.get("tests") or [] if isinstance(t, dict)]
+        texts = [report.import_error or ""] + [t.error or "" for t in report.tests]
         return any(_MEMERR.match(t) for t in texts)
     return False

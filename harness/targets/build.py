@@ -195,11 +195,11 @@ def _interpret(plan: StepPlan, outcome) -> tuple[list[GoldResult], Optional[str]
         msg += ", out of memory" if outcome.oom_killed else ""
         msg += f"): {_tail(outcome.stderr)}"
         return [("fail", msg)] * n, msg
-    if rep.get("import_error"):
-        msg = f"gold code failed before the tests: {_tail(rep['import_error'])}"
+    if rep.import_error:
+        msg = f"gold code failed before the tests: {_tail(rep.import_error)}"
         return [("fail", msg)] * n, msg
-    statuses = rep.get("tests") or []
-    records = rep.get("records") or []
+    statuses = rep.tests
+    records = rep.records or []
     results = []
     for i in range(n):
         rw = plan.rewrites[i]
@@ -207,14 +207,14 @@ def _interpret(plan: StepPlan, outcome) -> tuple[list[GoldResult], Optional[str]
             results.append(("unsupported", None))
             continue
         if i >= len(statuses):
-            why = "run stopped before this test" if not rep.get("completed") else "no status reported"
+            why = "run stopped before this test" if not rep.completed else "no status reported"
             results.append(("fail", why + (f" (status {outcome.status})" if outcome.status != "ok" else "")))
             continue
         st = statuses[i]
-        if st.get("status") != "pass":
-            results.append(("fail", f"{st.get('status')}: {_tail(st.get('error') or '')}"))
+        if st.status != "pass":
+            results.append(("fail", f"{st.status}: {_tail(st.error or '')}"))
             continue
-        recs = records[i] if i < len(records) and records[i] is not None else []
+        recs = records[i] if i < len(records) and isinstance(records[i], list) else []
         if not rw.has_target:
             results.append(("ok", None))
             continue

@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Callable
 
 from harness.run.grade.split import Split, split_test
+from harness.run.status import StepStatus
+from harness.sandbox import TEST_STATUSES, Outcome, TestResult
 
 GRADING_VERSION = "strict-1"
 UNSUPPORTED_TEST = "pass  # this test cannot be graded outside the sandbox\n"
@@ -29,37 +31,37 @@ def sandbox_tests(splits: list[Split]) -> list[str]:
     return [s.sandbox if s.supported else UNSUPPORTED_TEST for s in splits]
 
 
-def grade(outcome, splits: list[Split], deps: str, targets: Callable[[], list],
-          verifier, targets_key: str = "") -> tuple[str, list[dict]]:
+def grade(outcome: Outcome, splits: list[Split], deps: str, targets: Callable[[], list],
+          verifier, targets_key: str = "") -> tuple[StepStatus, list[TestResult]]:
     """(step status, per-test results). pass needs: the program ran to the runner's end
     (exit 0, report, completed), and the verifier passed every test on its values."""
-    report = outcome.report or {}
-    tests = list(report.get("tests") or [])
+    report = outcome.report
+    tests = list(report.tests) if report else []
     if outcome.status in ("timeout", "oom", "infra"):
         return outcome.status, tests
-    if not report.get("completed") or report.get("import_error") or len(tests) != len(splits):
+    if report is None or not report.completed or report.import_error or len(tests) != len(splits):
         return "error", tests
-    records = report.get("records") or []
-    todo = [i for i, t in enumerate(tests) if isinstance(t, dict) and t.get("status") == "pass"
-            and splits[i].supported]
-    results = [dict(t) if isinstance(t, dict) else {"status": "error", "error": "bad report"}
-               for t in tests]
+    records = report.records or []
+    report.records = None     # the checks below hold them; nothing else needs them
+    todo = [i for i, t in enumerate(tests) if t.status == "pass" and splits[i].supported]
+    results = list(tests)
     for i, sp in enumerate(splits):
         if not sp.supported:
-            results[i] = {"status": "error", "error": f"not gradable safely: {sp.error}"}
+            results[i] = TestResult("error", f"not gradable safely: {sp.error}")
     if todo:
         checks = [{"program": splits[i].verifier, "t": i if splits[i].uses_target else None,
                    "records": records[i] if i < len(records) and isinstance(records[i], list) else []}
                   for i in todo]
-        report["records"] = None     # the checks hold them; nothing else needs them
+        del records
 
         def encoded_targets():      # read and encoded only when the verifier lacks them
             return [_encode_target(v) if sp.uses_target else None
                     for v, sp in zip(targets(), splits)]
         for i, res in zip(todo, verifier.check(deps, checks, targets_key or str(id(splits)),
                                                encoded_targets)):
-            results[i] = {"status": res.get("status"), "error": res.get("error")}
-    if outcome.status == "ok" and all(r.get("status") == "pass" for r in results):
+            status = res.get("status")
+            results[i] = TestResult(status if status in TEST_STATUSES else "error", res.get("error"))
+    if outcome.status == "ok" and all(r.status == "pass" for r in results):
         return "pass", results
     return "fail", results
 
