@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from harness.errors import HarnessError
-from harness.util.paths import cache_dir, sha256_file
+from harness.util.paths import cache_dir, sha256_file, write_bytes_atomic
 
 WHEEL_REQUIREMENT = "nvidia-scicode==26.3"
 WHEEL_SHA256 = "c4b277f7bf4d7f8a5d41ff2cb64394238a01d4ef80b69985098539b95ac668bd"
@@ -288,29 +288,11 @@ def prefilled_code(step_id: str) -> str:
 
 # ---------------------------------------------------------------- pulling
 
-def _atomic_write(dest: Path, data: bytes):
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)   # mkstemp makes 0600; the cache is plain shared data
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _store(name: str, data: bytes, directory: Path, origin: str):
     actual = sha256_bytes(data)
     if actual != FILES[name]:
         raise DataError(f"{name} from {origin}: sha256 mismatch (expected {FILES[name]}, actual {actual})")
-    _atomic_write(directory / name, data)
+    write_bytes_atomic(directory / name, data)
 
 
 def _files_from_wheel(wheel: Path) -> dict[str, bytes]:

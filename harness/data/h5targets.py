@@ -41,14 +41,13 @@ ValueError for anything else rather than writing an ambiguous file:
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.util.paths import atomic_path
 
 MAX_SEQ = 9   # var1..var9 sort correctly; var10 would sort before var2
 RESERVED_KEYS = ("list", "sparse_matrix")
@@ -371,31 +370,19 @@ def write_targets(path, targets: Mapping[str, Iterable[Any]], *, merge: bool = F
     """
     h5py = _h5py()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for step_id, values in targets.items():
-                step = str(step_id)
-                if not step or "/" in step:
-                    raise ValueError(f"bad step id {step_id!r}")
-                g = f.create_group(step)
-                for k, value in enumerate(values, 1):
-                    _write_test(g.create_group(f"test{k}"), value, f"step {step} test {k}")
-            if merge and path.exists():
-                with _open(path) as old:
-                    for name in old.keys():
-                        if name not in f:
-                            old.copy(old[name], f, name)
-        os.chmod(tmp, 0o644)   # mkstemp makes 0600; a sandbox user may need to read it
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for step_id, values in targets.items():
+            step = str(step_id)
+            if not step or "/" in step:
+                raise ValueError(f"bad step id {step_id!r}")
+            g = f.create_group(step)
+            for k, value in enumerate(values, 1):
+                _write_test(g.create_group(f"test{k}"), value, f"step {step} test {k}")
+        if merge and path.exists():
+            with _open(path) as old:
+                for name in old.keys():
+                    if name not in f:
+                        old.copy(old[name], f, name)
     return path
 
 

@@ -1,7 +1,9 @@
 """Where the harness keeps its cache (dataset, wheelhouse, targets)."""
+import contextlib
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 ENV_CACHE = "SCICODE_HARNESS_CACHE"
@@ -54,14 +56,30 @@ def prune_siblings(keep: Path) -> list[Path]:
     return gone
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+@contextlib.contextmanager
+def atomic_path(dest: Path, mode: int = 0o644):
+    """A temp file next to `dest`, renamed over it when the block ends without an error
+    (readers never see half a file) and removed when it fails. `mode`: mkstemp makes
+    0600; caches and results are plain shared data (a sandbox user may read them)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        yield Path(tmp)
+        os.chmod(tmp, mode)
+        os.replace(tmp, dest)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
