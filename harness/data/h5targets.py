@@ -282,14 +282,7 @@ def _write_item(parent, name: str, value, where: str):
             w = f"{where}[{i - 1}]"
             if isinstance(item, str):
                 raise ValueError(f"{w}: str inside a list group would read back as bytes")
-            if isinstance(item, (list, tuple)):
-                arr = _numeric_array(item)
-                if arr is None:
-                    raise ValueError(f"{w}: nested ragged or non-numeric sequences are not supported")
-                lst.create_dataset(f"var{i}", data=arr)
-            elif item is None or not _write_scalar_or_array(lst, f"var{i}", item, w):
-                raise ValueError(f"{w}: {type(item).__name__} inside a list is not supported "
-                                 f"(list elements must be numbers or arrays)")
+            _write_leaf(lst, f"var{i}", item, w, "inside a list (elements must be numbers or arrays)")
         return
     raise ValueError(f"{where}: values of type {type(value).__module__}.{type(value).__name__} "
                      f"are not supported")
@@ -338,13 +331,19 @@ def _write_dict(group, d: dict, where: str):
             _write_sparse(group, name, value, w)
         elif isinstance(value, dict):
             raise ValueError(f"{w}: nested dicts are not supported (read back as a sparse matrix)")
-        elif isinstance(value, (list, tuple)):
-            arr = _numeric_array(value)
-            if arr is None:
-                raise ValueError(f"{w}: ragged or non-numeric sequences are not supported in a dict")
-            group.create_dataset(name, data=arr)
-        elif not _write_scalar_or_array(group, name, value, w):
-            raise ValueError(f"{w}: values of type {type(value).__name__} are not supported in a dict")
+        else:
+            _write_leaf(group, name, value, w, "in a dict")
+
+
+def _write_leaf(group, name: str, value, where: str, context: str):
+    """A numeric sequence, scalar or array as one dataset; else a ValueError naming `context`."""
+    if isinstance(value, (list, tuple)):
+        arr = _numeric_array(value)
+        if arr is None:
+            raise ValueError(f"{where}: ragged or non-numeric sequences are not supported {context}")
+        group.create_dataset(name, data=arr)
+    elif value is None or not _write_scalar_or_array(group, name, value, where):
+        raise ValueError(f"{where}: values of type {type(value).__name__} are not supported {context}")
 
 
 def _write_test(group, value, where: str):

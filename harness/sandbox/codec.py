@@ -2,10 +2,12 @@
 
 Encodes to plain JSON types: arrays, scalars, complex, bool, str, bytes, None,
 tuples, lists, dicts (any hashable scalar keys) and scipy sparse matrices.
-This file is also shipped verbatim into the sandbox runner, so it may import
-only the standard library, numpy and (lazily) scipy.
+This file is also shipped verbatim into the sandbox runner and the verifier, so it may
+import only the standard library, numpy and (lazily) scipy. Both also name exceptions
+in their reports with `describe`.
 """
 import base64
+import traceback
 
 import numpy as np
 
@@ -143,3 +145,19 @@ def _decode_sparse(o):
         return sp.bsr_matrix((data, ind, ptr), shape=shape, blocksize=tuple(o["blocksize"]))
     cls = sp.csc_matrix if fmt == "csc" else sp.csr_matrix
     return cls((data, ind, ptr), shape=shape)
+
+
+def describe(exc, limit=2000):
+    """`Type: message` of an exception for a report, at most `limit` characters; when the
+    message is empty, the line of the test or solution that raised it."""
+    try:
+        text = str(exc)
+    except BaseException:
+        text = "<unprintable %s>" % type(exc).__name__
+    msg = "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
+    if not text:
+        for fr in reversed(traceback.extract_tb(exc.__traceback__)):
+            if fr.filename.startswith("test_") or fr.filename == "solution.py":
+                msg += " at %s:%s: %s" % (fr.filename, fr.lineno, (fr.line or "").strip())
+                break
+    return msg[:limit]

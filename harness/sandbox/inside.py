@@ -93,21 +93,6 @@ def _script(code):
         sys.exit(1)
 
 
-def _describe(exc):
-    try:
-        text = str(exc)
-    except BaseException:
-        text = "<unprintable %s>" % type(exc).__name__
-    msg = "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
-    if not text:
-        frames = traceback.extract_tb(exc.__traceback__)
-        for fr in reversed(frames):
-            if fr.filename.startswith("test_") or fr.filename == "solution.py":
-                msg += " at %s:%s: %s" % (fr.filename, fr.lineno, (fr.line or "").strip())
-                break
-    return msg[:_ERR_MAX]
-
-
 class _ShimFinder:
     """Serves scicode, scicode.compare(.cmp) and scicode.parse(.parse) from embedded sources."""
 
@@ -136,6 +121,7 @@ def _tests(req):
     done_fd = os.dup(2)
     marker = req["marker"]
     codec = _module("_scicode_codec", _CODEC_SRC, "<scicode-codec>")
+    _describe = codec.describe
     tests = list(req["tests"])
     targets = [codec.decode(t) for t in (req.get("targets") or [])]
     runtime = types.ModuleType("_scicode_runtime")

@@ -29,7 +29,6 @@ import numpy as np
 
 _CODEC_SRC = globals().get("_CODEC_SRC")
 _CMP_SRC = globals().get("_CMP_SRC")
-_ERR_MAX = 2000
 _MAX_DEPTH = 64
 _HOLD_BUDGET = 1 << 30   # characters of encoded targets kept across requests
 
@@ -108,15 +107,6 @@ def _walk(o):
             stack.extend(x)
 
 
-def _describe(exc):
-    try:
-        text = str(exc)
-    except BaseException:
-        text = "<unprintable %s>" % type(exc).__name__
-    msg = "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
-    return msg[:_ERR_MAX]
-
-
 class Verifier:
     def __init__(self):
         self.codec = _load("_scicode_codec", _CODEC_SRC)
@@ -145,7 +135,7 @@ class Verifier:
                 errors.append(None)
             except Exception as exc:
                 values.append(None)
-                errors.append("cannot decode target: " + _describe(exc))
+                errors.append("cannot decode target: " + self.codec.describe(exc))
         values = (values, errors)
         size = len(json.dumps(req["targets"]))
         if key is not None and self.held_size + size <= _HOLD_BUDGET:
@@ -176,7 +166,8 @@ class Verifier:
         try:
             entries = [_safe_decode(self.codec, r) for r in (check.get("records") or [])]
         except Exception as exc:
-            return {"status": "fail", "error": "value from the sandbox not accepted: " + _describe(exc)}
+            return {"status": "fail",
+                    "error": "value from the sandbox not accepted: " + self.codec.describe(exc)}
         stream = list(reversed(entries))
 
         def values(ident):
@@ -196,9 +187,9 @@ class Verifier:
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
                 exec(code, ns)
         except AssertionError as exc:
-            return {"status": "fail", "error": _describe(exc)}
+            return {"status": "fail", "error": self.codec.describe(exc)}
         except Exception as exc:
-            return {"status": "error", "error": _describe(exc)}
+            return {"status": "error", "error": self.codec.describe(exc)}
         if stream:
             return {"status": "fail", "error": "the sandbox sent more values than the test checks"}
         return {"status": "pass", "error": None}
@@ -222,7 +213,7 @@ def main():
             results = [v.check(req.get("deps") or "", c, targets) for c in req["checks"]]
             reply = {"id": req.get("id"), "results": results, "held": held}
         except Exception as exc:   # a malformed request: say so, keep serving
-            reply = {"id": None, "error": _describe(exc)}
+            reply = {"id": None, "error": v.codec.describe(exc)}
         out.write(json.dumps(reply) + "\n")
 
 
