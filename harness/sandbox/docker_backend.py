@@ -46,8 +46,8 @@ from typing import Optional
 from harness.sandbox import JOB_ENV, Backend, Job, Limits, Outcome, SandboxUnavailable
 from harness.util import faultpoint
 from harness.sandbox import cleanup, image_lookup, runtime as rt
-from harness.sandbox.docker_pool import (WarmPool, _Demux, _Reaper, _Slot, _close_sock,
-                                         _limits_key, _short)
+from harness.sandbox.docker_pool import (WarmPool, Demux, Reaper, Slot, close_sock,
+                                         limits_key, short_error)
 from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, new_marker,
                                     parse_size, payload_chunks, runner_argv)
 
@@ -90,7 +90,7 @@ class DockerBackend(Backend):
             self.client.ping()
         except Exception as exc:
             raise SandboxUnavailable(
-                f"Docker daemon not reachable ({_short(exc)}): start Docker (or set DOCKER_HOST), "
+                f"Docker daemon not reachable ({short_error(exc)}): start Docker (or set DOCKER_HOST), "
                 "or pass --sandbox process") from None
         # runtime: the name recorded (runc | runsc); _hc_runtime: what HostConfig asks for
         self.runtime, self._hc_runtime = rt.resolve(self.client, runtime)
@@ -108,7 +108,7 @@ class DockerBackend(Backend):
         # reentrant: the signal handler's quiesce runs on the main thread, which may hold it
         self._lock = threading.RLock()
         self._live: set[str] = set()
-        self._reaper = _Reaper(self, backlog=2 * self.workers + 2)
+        self._reaper = Reaper(self, backlog=2 * self.workers + 2)
         self._inflight = 0
         cleanup.register_run(self.run_id, self._client_factory, self._quiesce)
         if sweep:
@@ -144,7 +144,7 @@ class DockerBackend(Backend):
             raise SandboxUnavailable(f"sandbox image {image} not found: build it "
                                      "with `scicode-harness image build`") from None
         except docker.errors.APIError as exc:
-            raise SandboxUnavailable(f"cannot inspect sandbox image: {_short(exc)}") from None
+            raise SandboxUnavailable(f"cannot inspect sandbox image: {short_error(exc)}") from None
         tags = img.attrs.get("RepoTags") or []
         ref = image or (tags[0] if tags else img.id)
         return ref, img.id, (img.attrs.get("Config") or {})
@@ -189,7 +189,7 @@ class DockerBackend(Backend):
                     labels=cleanup.container_labels(self.run_id, job_id),
                     host_config=self._host_config(lim), use_config_proxy=False)
 
-    def _start(self, lim: Limits, job_id: str) -> _Slot:
+    def _start(self, lim: Limits, job_id: str) -> Slot:
         """Create, attach, start; on any failure remove what was made and re-raise."""
         api = self.client.api
         cid = sock = None
@@ -207,10 +207,10 @@ class DockerBackend(Backend):
             if self._closed:   # shut (Ctrl-C) while this one was being made
                 raise RuntimeError("backend is closed")
             rt.start(api, cid, self.start_timeout)
-            return _Slot(cid, sock, _limits_key(lim), self._tls)
+            return Slot(cid, sock, limits_key(lim), self._tls)
         except BaseException as exc:
             if sock is not None:
-                _close_sock(sock)
+                close_sock(sock)
             if cid is not None:
                 hung = isinstance(exc, rt.StartTimeout)
                 if hung:       # a hung start holds the container: kill its runtime first
@@ -227,7 +227,7 @@ class DockerBackend(Backend):
         from harness.sandbox.service import DockerService
         return DockerService(self, source, name)
 
-    def start_service(self, argv: list[str], name: str) -> _Slot:
+    def start_service(self, argv: list[str], name: str) -> Slot:
         """A container like a sandbox's, running `argv` for the whole run (never model code)."""
         api = self.client.api
         kwargs = self.create_kwargs(self.limits, name)
@@ -243,15 +243,15 @@ class DockerBackend(Backend):
             sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1,
                                                   "stream": 1})
             rt.start(api, cid, self.start_timeout)
-            return _Slot(cid, sock, None, self._tls)
+            return Slot(cid, sock, None, self._tls)
         except BaseException:
             if sock is not None:
-                _close_sock(sock)
+                close_sock(sock)
             if cid is not None:
                 self._remove(cid)
             raise
 
-    def discard_service(self, slot: _Slot) -> None:
+    def discard_service(self, slot: Slot) -> None:
         self._discard(slot)
 
     def _quiesce(self, wait: float = 3.0) -> None:
@@ -270,15 +270,15 @@ class DockerBackend(Backend):
             self.client.api.remove_container(cid, force=True, v=True)
         except Exception as exc:
             if "No such container" not in str(exc) and "already in progress" not in str(exc):
-                log.warning("could not remove sandbox container %s: %s", cid[:12], _short(exc))
+                log.warning("could not remove sandbox container %s: %s", cid[:12], short_error(exc))
         with self._lock:
             self._live.discard(cid)
 
-    def _discard(self, slot: _Slot) -> None:
-        _close_sock(slot.sock)
+    def _discard(self, slot: Slot) -> None:
+        close_sock(slot.sock)
         self._remove(slot.cid)
 
-    def _discard_async(self, slot: _Slot) -> None:
+    def _discard_async(self, slot: Slot) -> None:
         threading.Thread(target=self._discard, args=(slot,), daemon=True).start()
 
     # ---- running -----------------------------------------------------------------------
@@ -290,14 +290,14 @@ class DockerBackend(Backend):
             try:
                 slot = self._start(job.limits, job.job_id)
             except Exception as exc:
-                return self._infra(t_start, f"could not start a sandbox container: {_short(exc)}")
+                return self._infra(t_start, f"could not start a sandbox container: {short_error(exc)}")
         try:
             return self._execute(slot, job)
         finally:
             self._reaper.submit(slot)
 
     @staticmethod
-    def _send(slot: _Slot, job: Job, marker: str) -> bool:
+    def _send(slot: Slot, job: Job, marker: str) -> bool:
         """Write the payload on the attach socket; True when the deadline passed meanwhile."""
         try:
             for part in payload_chunks(job, marker):
@@ -313,13 +313,13 @@ class DockerBackend(Backend):
             pass    # the container stopped reading (exited early): read what it said
         return False
 
-    def _execute(self, slot: _Slot, job: Job) -> Outcome:
+    def _execute(self, slot: Slot, job: Job) -> Outcome:
         lim = job.limits
         marker = new_marker()
         tests_mode = job.tests is not None
         out = StdoutCapture(lim.output, marker)
         err = StdoutCapture(lim.output, marker)     # strips the runner's end-of-stderr line
-        demux = _Demux(out, err)
+        demux = Demux(out, err)
         raw = slot.raw
         t0 = time.monotonic()
         deadline = t0 + float(lim.timeout)
@@ -346,7 +346,7 @@ class DockerBackend(Backend):
                     if report is not None:
                         break
         except OSError as exc:
-            return self._infra(t0, f"lost the attach stream: {_short(exc)}")
+            return self._infra(t0, f"lost the attach stream: {short_error(exc)}")
         duration = time.monotonic() - t0
         exit_code = None
         oom = False
@@ -364,7 +364,7 @@ class DockerBackend(Backend):
             except Exception as exc:
                 if time.monotonic() < deadline:
                     return self._infra(t0, "could not read the container's exit status: "
-                                           f"{_short(exc)}")
+                                           f"{short_error(exc)}")
                 timed_out, exit_code = True, None     # streams closed, program still running
                 self._remove(slot.cid)
             duration = time.monotonic() - t0
@@ -385,7 +385,7 @@ class DockerBackend(Backend):
                        timed_out=timed_out, oom_killed=oom, backend=self.name, image=self.image,
                        report=report)
 
-    def _killed_outside(self, slot: _Slot) -> bool:
+    def _killed_outside(self, slot: Slot) -> bool:
         """Did someone (docker kill/stop, a stopping daemon) signal this container? The
         harness itself only removes containers on a timeout or at shutdown."""
         if self._closed:
@@ -401,7 +401,7 @@ class DockerBackend(Backend):
                 if close is not None:
                     close()
         except Exception as exc:   # the daemon is going away: that is outside too
-            log.warning("cannot read events of container %s: %s", slot.cid[:12], _short(exc))
+            log.warning("cannot read events of container %s: %s", slot.cid[:12], short_error(exc))
             return True
 
     def _infra(self, t0: float, why: str) -> Outcome:

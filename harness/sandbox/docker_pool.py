@@ -1,4 +1,4 @@
-"""The Docker backend's moving parts: a started container (`_Slot`), the attach-stream
+"""The Docker backend's moving parts: a started container (`Slot`), the attach-stream
 demultiplexer, the single-use warm pool and the reaper that removes finished containers
 off the job's path. See harness/sandbox/docker_backend.py for the design."""
 from __future__ import annotations
@@ -22,11 +22,11 @@ log = logging.getLogger("harness.sandbox.docker_backend")
 JOIN_WAIT = 3.0            # seconds close() waits for warm-pool threads (they are daemons)
 
 
-def _limits_key(lim: Limits) -> tuple:
+def limits_key(lim: Limits) -> tuple:
     return (lim.memory, float(lim.cpus), int(lim.pids), lim.fsize, lim.tmpfs)
 
 
-class _Slot:
+class Slot:
     """A created, attached and started container waiting for (or running) one job."""
 
     __slots__ = ("cid", "sock", "raw", "key", "started", "tls", "wall")
@@ -53,7 +53,7 @@ class _Slot:
             return True
 
 
-class _Demux:
+class Demux:
     """Splits Docker's multiplexed attach stream (8-byte headers) into stdout/stderr."""
 
     def __init__(self, out, err):
@@ -88,8 +88,8 @@ class WarmPool:
     def __init__(self, backend: "DockerBackend", size: int):
         self.backend = backend
         self.size = max(int(size), 0)
-        self.key = _limits_key(backend.limits)
-        self.ready: collections.deque[_Slot] = collections.deque()
+        self.key = limits_key(backend.limits)
+        self.ready: collections.deque[Slot] = collections.deque()
         self.cond = threading.Condition()
         self.creating = 0
         self.closed = False
@@ -122,7 +122,7 @@ class WarmPool:
                     self.failures += 1
                     delay = min(10.0, 0.25 * 2 ** min(self.failures, 6))
                     log.warning("warm sandbox container failed to start (%s); retrying in %.1fs",
-                                _short(exc), delay)
+                                short_error(exc), delay)
                     self.cond.wait(delay)
                 continue
             with self.cond:
@@ -143,9 +143,9 @@ class WarmPool:
             self.left = max(int(n), 0)
             self.cond.notify_all()
 
-    def take(self, limits: Limits, wait: float = 30.0) -> Optional[_Slot]:
+    def take(self, limits: Limits, wait: float = 30.0) -> Optional[Slot]:
         """A ready container for these limits, waiting for one being made; else None."""
-        if self.size == 0 or _limits_key(limits) != self.key:
+        if self.size == 0 or limits_key(limits) != self.key:
             return None
         end = time.monotonic() + wait
         with self.cond:
@@ -177,18 +177,18 @@ class WarmPool:
             t.join(timeout=max(end - time.monotonic(), 0))
 
 
-class _Reaper:
+class Reaper:
     """Removes finished containers off the job's critical path, with a bounded backlog."""
 
     def __init__(self, backend: "DockerBackend", backlog: int):
         self.backend = backend
         self.slots = threading.BoundedSemaphore(max(backlog, 1))
-        self.queue: "queue.Queue[Optional[_Slot]]" = queue.Queue()
+        self.queue: "queue.Queue[Optional[Slot]]" = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="sandbox-reaper", daemon=True)
         self.thread.start()
 
-    def submit(self, slot: _Slot) -> None:
-        _close_sock(slot.sock)
+    def submit(self, slot: Slot) -> None:
+        close_sock(slot.sock)
         self.slots.acquire()          # back-pressure: never more than `backlog` pending
         self.queue.put(slot)
 
@@ -207,7 +207,7 @@ class _Reaper:
         self.thread.join(timeout=30)
 
 
-def _close_sock(sock) -> None:
+def close_sock(sock) -> None:
     for obj in (getattr(sock, "_sock", None), sock):
         if obj is None:
             continue
@@ -223,7 +223,7 @@ def _close_sock(sock) -> None:
             pass
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     msg = text[0] if text else ""
     return f"{type(exc).__name__}: {msg}"[:500] if msg else type(exc).__name__

@@ -96,7 +96,7 @@ class DockerService:
     """A hardened long-lived container from the backend's image, over the attach socket."""
 
     def __init__(self, backend, source: str, name: str):
-        from harness.sandbox.docker_pool import _Demux, _Slot
+        from harness.sandbox.docker_pool import Demux, Slot
         self.backend = backend
         self.lines = _Lines()
 
@@ -111,8 +111,8 @@ class DockerService:
             def feed(self, data):
                 pass
 
-        self.demux = _Demux(_Sink(self.lines), _Drop())
-        self.slot: _Slot = backend.start_service(["python3", "-c", source], name)
+        self.demux = Demux(_Sink(self.lines), _Drop())
+        self.slot: Slot = backend.start_service(["python3", "-c", source], name)
         self.raw = self.slot.raw
 
     def send(self, data: bytes) -> None:
