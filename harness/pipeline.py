@@ -147,6 +147,9 @@ def open_backend(run: Run, workers: int):
 
 
 # ---------------------------------------------------------------- stages
+HEAVY_REPORT = 1 << 20   # bytes: an outcome this large waits for the grader (peak memory)
+
+
 class Engine:
     def __init__(self, run: Run, workers: int, progress: Progress):
         self.run, self.progress = run, progress
@@ -158,8 +161,8 @@ class Engine:
         self.queue = schedule.JobQueue(run.backend, workers, progress.total, name="sandbox")
         from concurrent.futures import ThreadPoolExecutor
         self.grader = ThreadPoolExecutor(1, thread_name_prefix="grade")
-        # one candidate at the grader at a time: a worker with the next outcome waits, so
-        # large values never pile up in the harness (peak memory)
+        # one large candidate at the grader at a time: a worker with the next large outcome
+        # waits, so large values never pile up in the harness (peak memory); small ones queue
         self._grade_slot = threading.Semaphore(1)
         self.exec_tasks: list[asyncio.Future] = []
         bg = "with_background" if run.config.with_background else "without_background"
@@ -292,20 +295,22 @@ class Engine:
         if outcome.status == "infra":
             raise InfraError(f"sandbox failure on {cand.step_id} (sample {cand.sample}): "
                              f"{(outcome.stderr or '').strip()[-300:]}")
-        while not self._grade_slot.acquire(timeout=0.5):
+        heavy = outcome.report is not None and outcome.report.size > HEAVY_REPORT
+        while heavy and not self._grade_slot.acquire(timeout=0.5):
             if run.backend.closing:
                 raise Interrupted(cand.step_id)
-        return "outcome", (key, outcome)
+        return "outcome", (key, outcome, heavy)
 
-    def _grade_sync(self, cand, problem, key: str, outcome) -> dict:
-        """On the grading thread (one: the verifier serialises anyway, and only one candidate's
-        targets and values are in memory at a time), so sandbox workers go on to the next job."""
+    def _grade_sync(self, cand, problem, key: str, outcome, heavy: bool) -> dict:
+        """On the grading thread (one: the verifier serialises anyway, and only one large
+        candidate's values are in memory at a time), so sandbox workers go on to the next job."""
         run = self.run
         t0 = time.monotonic()
         try:
             status, tests = self._grade(cand, problem, outcome)
         finally:
-            self._grade_slot.release()
+            if heavy:
+                self._grade_slot.release()
         if run.backend.closing:
             raise Interrupted(cand.step_id)
         graded = time.monotonic() - t0
@@ -326,10 +331,10 @@ class Engine:
         fut = self.queue.submit(cand.step_id, self._run_sync, cand, problem)
         kind, value = await asyncio.wrap_future(fut)
         if kind == "outcome":
-            key, outcome = value
+            key, outcome, heavy = value
             del value
             value = await asyncio.get_running_loop().run_in_executor(
-                self.grader, self._grade_sync, cand, problem, key, outcome)
+                self.grader, self._grade_sync, cand, problem, key, outcome, heavy)
         rec = dict(value, problem_id=cand.problem_id, step_id=cand.step_id, sample=cand.sample)
         self.run.records.append(rec)
         self.progress.executed(rec["status"])
@@ -338,7 +343,7 @@ class Engine:
         run = self.run
         chains = [self.chain(p, s) for s in range(run.config.n_samples) for p in run.problems]
         try:
-            await asyncio.gather(*chains)
+            await asyncio.gather(verifier_up(run.verifier), *chains)
             while self.exec_tasks:  # chains append as they go; drain until none are pending
                 pending, self.exec_tasks = self.exec_tasks, []
                 await asyncio.gather(*pending)
@@ -397,7 +402,7 @@ def run(config: RunConfig) -> int:
 
 
 def start_grading(run_: Run) -> None:
-    """Targets reader, and (strict) the verifier, started before any job."""
+    """Targets reader, and (strict) the verifier, starting beside the first jobs."""
     run_.reader = TargetReader(run_.test_data)
     if run_.grading != "strict":
         msg = ("--grading inprocess: model code shares a process with targets and verdicts and can "
@@ -406,11 +411,17 @@ def start_grading(run_: Run) -> None:
         print(f"scicode_eval: warning: {msg}", file=sys.stderr)
         return
     run_.verifier = Verifier(run_.backend)
-    try:
-        run_.verifier.start()
-    except (VerifierError, OSError, RuntimeError) as e:
-        stop_grading(run_)
-        raise UserError(f"cannot start the verifier: {e}") from None
+    run_.verifier.start_background()   # jobs start meanwhile; Engine.main waits for its answer
+
+
+async def verifier_up(verifier: Optional[Verifier]) -> None:
+    """Ends the run at once (exit 2) if the verifier cannot start, before any verdict."""
+    if verifier is None:
+        return
+    while not verifier.started.is_set():
+        await asyncio.sleep(0.05)
+    if verifier.start_error is not None:
+        raise UserError(f"cannot start the verifier: {verifier.start_error}")
 
 
 def stop_grading(run_: Run) -> None:

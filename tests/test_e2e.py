@@ -246,3 +246,22 @@ def test_process_sandbox_uses_scicode_process_python(problem_set, tmp_path, monk
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     res = json.loads(next((tmp_path / "out" / "scicode_results").glob("*.json")).read_text())
     assert res["run"]["grading"]["verifier_versions"]["numpy"] == want
+
+
+def test_verifier_that_cannot_start_ends_the_run_at_once(problem_set, tmp_path, monkeypatch):
+    """The verifier starts beside the first jobs; when it cannot start (here: an interpreter
+    without numpy) the run ends within seconds with exit 2 and one line, not after a job."""
+    pfile, tfile = problem_set
+    bare = "/usr/bin/python3"
+    if subprocess.run([bare, "-c", "import numpy"], capture_output=True).returncode == 0:
+        pytest.fail(f"{bare} has numpy: this test needs an interpreter without it")
+    monkeypatch.setenv("SCICODE_PROCESS_PYTHON", bare)
+    t0 = time.monotonic()
+    with FakeEndpoint(answer) as ep:
+        p = subprocess.run([str(BIN / "scicode_eval"), "--model", "m", "--url", ep.url, "--output-dir",
+                            str(tmp_path / "out"), "--problems", str(pfile), "--test-data", str(tfile),
+                            "--sandbox", "process", "--sandbox-timeout", "600", "--quiet"],
+                           capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "cannot start the verifier" in p.stderr and "Traceback" not in p.stderr
+    assert time.monotonic() - t0 < 60

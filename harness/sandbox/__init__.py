@@ -75,6 +75,7 @@ class Report:
     import_error: Optional[str]         # the program failed before the tests
     tests: list[TestResult]             # one per test snippet, in order
     records: Optional[list] = None      # strict grading: per test, its codec-encoded values
+    size: int = 0                       # bytes of the report line (what its values weigh)
 
     @property
     def all_passed(self) -> bool:
@@ -82,7 +83,7 @@ class Report:
         return self.completed and all(t.status == "pass" for t in self.tests)
 
     @classmethod
-    def parse(cls, obj) -> Optional["Report"]:
+    def parse(cls, obj, size: int = 0) -> Optional["Report"]:
         """From the decoded JSON line; None unless it has a list of tests. A malformed test
         entry becomes an error, never a pass."""
         if not isinstance(obj, dict) or not isinstance(obj.get("tests"), list):
@@ -94,7 +95,7 @@ class Report:
         records = obj.get("records")
         return cls(completed=obj.get("completed") is True,
                    import_error=None if err is None else str(err), tests=tests,
-                   records=records if isinstance(records, list) else None)
+                   records=records if isinstance(records, list) else None, size=size)
 
 
 @dataclass

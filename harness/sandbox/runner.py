@@ -118,7 +118,7 @@ def strip_report(stdout: str, marker: str) -> str:
 
 def _load_report(raw) -> Optional[Report]:
     try:
-        return Report.parse(json.loads(raw))
+        return Report.parse(json.loads(raw), size=len(raw))
     except (ValueError, UnicodeDecodeError):
         return None
 

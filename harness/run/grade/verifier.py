@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Callable
+from typing import Callable, Optional
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ class Verifier:
         self.versions: dict = {}
         self.closed = False
         self._held: set[str] = set()    # targets the running verifier keeps
+        self.started = threading.Event()
+        self.start_error: Optional[BaseException] = None
 
     def _start(self) -> None:
         self._svc = self.backend.service(VERIFIER_SOURCE, "verifier")
@@ -68,11 +70,24 @@ class Verifier:
             self._svc = None
 
     def start(self) -> dict:
-        """Start now (at run start), so a broken environment fails before any job."""
+        """Start now, so a broken environment fails before any verdict is needed."""
         with self._lock:
-            if self._svc is None:
+            if self._svc is None and not self.closed:
                 self._start()
             return self.versions
+
+    def start_background(self) -> None:
+        """`start` on a thread of its own, so the first jobs need not wait for it; `started`
+        is set when it has ended, with `start_error` set if it failed (a check then tries
+        again, under the same lock, and fails the same way)."""
+        def go():
+            try:
+                self.start()
+            except Exception as exc:  # noqa: BLE001 - reported by whoever waits on `started`
+                self.start_error = exc
+            finally:
+                self.started.set()
+        threading.Thread(target=go, name="verifier-start", daemon=True).start()
 
     def check(self, deps: str, checks: list[dict], targets_key: str,
               targets: Callable[[], list], timeout: float = CHECK_TIMEOUT) -> list[dict]:
