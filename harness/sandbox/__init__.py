@@ -75,7 +75,7 @@ class Report:
     import_error: Optional[str]         # the program failed before the tests
     tests: list[TestResult]             # one per test snippet, in order
     records: Optional[list] = None      # strict grading: per test, its codec-encoded values
-    size: int = 0                       # bytes of the report line (what its values weigh)
+    size: int = field(default=0, compare=False)   # bytes of the report line (its weight)
 
     @property
     def all_passed(self) -> bool:
