@@ -1,5 +1,6 @@
 """The test splitter and the verifier, without Docker (the verifier runs as a process)."""
 import ast
+import time
 import uuid
 
 import numpy as np
@@ -118,3 +119,38 @@ def test_verifier_decodes_data_only(verifier, tmp_path):
     res = verifier.check(DEPS, [{"program": sp.verifier, "t": 0, "records": obj}], "one",
                          lambda: pytest.fail("the verifier holds the targets of key 'one' already"))[0]
     assert res["status"] == "fail"
+
+
+class _SlowStartBackend:
+    """A backend whose service takes `delay` seconds to appear (a slow container start)."""
+
+    def __init__(self, delay: float):
+        self.delay, self.services = delay, []
+
+    def service(self, source, name):
+        time.sleep(self.delay)
+        from harness.sandbox.process_backend import ProcessBackend
+        svc = ProcessBackend(isolate=False).service(source, name)
+        self.services.append(svc)
+        return svc
+
+
+def test_background_start_then_check_and_close_during_start():
+    be = _SlowStartBackend(0.5)
+    v = Verifier(be)
+    v.start_background()
+    sp = split_test("assert np.allclose(f(1), target)\n", DEPS)
+    res = v.check(DEPS, [{"program": sp.verifier, "t": 0, "records": [codec.encode((0, (1.0,)))]}],
+                  "k", lambda: [codec.encode(1.0)])   # waits for the start under way
+    assert res[0]["status"] == "pass" and v.started.is_set() and v.start_error is None
+    assert len(be.services) == 1                       # the check did not start a second one
+    v.close()
+
+    be = _SlowStartBackend(1.0)
+    v = Verifier(be)
+    v.start_background()
+    t0 = time.monotonic()
+    v.close()                                          # Ctrl-C while it starts: no wait
+    assert time.monotonic() - t0 < 0.5
+    assert v.started.wait(60) and v._svc is None       # what it started, it stopped
+    assert be.services[0].proc.wait(10) is not None   # the verifier process has ended

@@ -48,6 +48,7 @@ class Verifier:
         self.closed = False
         self._held: set[str] = set()    # targets the running verifier keeps
         self.started = threading.Event()
+        self._background = False
         self.start_error: Optional[BaseException] = None
 
     def _start(self) -> None:
@@ -74,12 +75,16 @@ class Verifier:
         with self._lock:
             if self._svc is None and not self.closed:
                 self._start()
+                if self.closed:   # closed while starting (Ctrl-C): nothing will use it
+                    self._stop()
             return self.versions
 
     def start_background(self) -> None:
         """`start` on a thread of its own, so the first jobs need not wait for it; `started`
         is set when it has ended, with `start_error` set if it failed (a check then tries
         again, under the same lock, and fails the same way)."""
+        self._background = True
+
         def go():
             try:
                 self.start()
@@ -151,6 +156,8 @@ class Verifier:
 
     def close(self, wait: float = 5.0) -> None:
         self.closed = True
+        if self._background and not self.started.is_set():
+            return   # the start under way stops what it starts; the backend's close ends it sooner
         if not self._lock.acquire(timeout=wait):
             # a check is waiting for an answer: end the service under it (it then fails)
             svc = self._svc
