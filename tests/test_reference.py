@@ -267,4 +267,4 @@ def test_exit_answers_never_report_a_pass(dev_problems, dev_index, variant):
     p = subprocess.run([sys.executable, "-c", runner.RUNNER_SOURCE], input=runner.payload(job, marker),
                        capture_output=True, timeout=60)
     rep = runner.parse_report(p.stdout.decode(), marker)
-    assert rep is None or not rep["completed"]
+    assert rep is None or not rep.completed

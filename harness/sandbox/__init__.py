@@ -60,6 +60,7 @@ TEST_STATUSES: tuple[TestStatus, ...] = get_args(TestStatus)
 
 @dataclass
 class TestResult:
+    __test__ = False   # not a pytest test class
     status: TestStatus
     error: Optional[str] = None
 
