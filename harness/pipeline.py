@@ -147,7 +147,8 @@ def open_backend(run: Run, workers: int):
 
 
 # ---------------------------------------------------------------- stages
-HEAVY_REPORT = 1 << 20   # bytes: an outcome this large waits for the grader (peak memory)
+HEAVY_REPORT = 1 << 20   # bytes of report: a large outcome, graded one at a time (peak memory)
+SMALL_WAITING = 4        # small outcomes that may wait for the grader at once
 
 
 class Engine:
@@ -161,9 +162,9 @@ class Engine:
         self.queue = schedule.JobQueue(run.backend, workers, progress.total, name="sandbox")
         from concurrent.futures import ThreadPoolExecutor
         self.grader = ThreadPoolExecutor(1, thread_name_prefix="grade")
-        # one large candidate at the grader at a time: a worker with the next large outcome
-        # waits, so large values never pile up in the harness (peak memory); small ones queue
-        self._grade_slot = threading.Semaphore(1)
+        # outcomes waiting for the grader, bounded (peak memory): one large one at a time, a
+        # few small ones; a worker with the next outcome waits for a slot of its kind
+        self._grade_slots = {True: threading.Semaphore(1), False: threading.Semaphore(SMALL_WAITING)}
         self.exec_tasks: list[asyncio.Future] = []
         bg = "with_background" if run.config.with_background else "without_background"
         name = report.model_short(run.config.model)
@@ -296,7 +297,7 @@ class Engine:
             raise InfraError(f"sandbox failure on {cand.step_id} (sample {cand.sample}): "
                              f"{(outcome.stderr or '').strip()[-300:]}")
         heavy = outcome.report is not None and outcome.report.size > HEAVY_REPORT
-        while heavy and not self._grade_slot.acquire(timeout=0.5):
+        while not self._grade_slots[heavy].acquire(timeout=0.5):
             if run.backend.closing:
                 raise Interrupted(cand.step_id)
         return "outcome", (key, outcome, heavy)
@@ -309,8 +310,7 @@ class Engine:
         try:
             status, tests = self._grade(cand, problem, outcome)
         finally:
-            if heavy:
-                self._grade_slot.release()
+            self._grade_slots[heavy].release()
         if run.backend.closing:
             raise Interrupted(cand.step_id)
         graded = time.monotonic() - t0

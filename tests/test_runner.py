@@ -205,6 +205,8 @@ def test_parse_and_strip_report():
     assert R.strip_report(text, m) == "out\n"
     assert R.parse_report("no report", m) is None
     assert R.parse_report("\n" + m + "{broken\n", m) is None
+    deep = '{"tests": ' + "[" * 100000 + "]" * 100000 + "}"   # forged: json's recursion limit
+    assert R.parse_report("\n" + m + deep + "\n", m) is None
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64, 100000])
@@ -278,6 +280,7 @@ def test_report_parse_never_invents_a_pass():
     assert [t.status for t in rep.tests] == ["pass", "error", "error", "fail"]
     assert rep.tests[3].error is None and rep.tests[1].error == "bad report entry"
     assert Report.parse({"completed": True, "tests": [{"status": "pass"}]}).all_passed
+    assert Report.parse({"tests": [], "import_error": False}).import_error is None
 
 
 # ---------------------------------------------------------------- compare shim semantics

@@ -186,3 +186,21 @@ def test_file_is_created_empty_and_permissions(tmp_path):
         pass
     assert p.exists() and p.read_bytes() == b""
     assert oct(os.stat(p).st_mode & 0o777) in ("0o644", "0o640", "0o600", "0o604")
+
+
+def test_atomic_writes_keep_the_umask_unless_told(tmp_path):
+    from harness.util import paths
+    old = os.umask(0o077)
+    try:
+        paths.write_text_atomic(tmp_path / "r.json", "{}")
+        paths.write_bytes_atomic(tmp_path / "d.bin", b"x", 0o644)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "d.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "r.json").read_text() == "{}" and not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(RuntimeError):
+        with paths.atomic_path(tmp_path / "r.json") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("stop")
+    assert (tmp_path / "r.json").read_text() == "{}" and not list(tmp_path.glob(".*.tmp"))

@@ -292,7 +292,7 @@ def _store(name: str, data: bytes, directory: Path, origin: str):
     actual = sha256_bytes(data)
     if actual != FILES[name]:
         raise DataError(f"{name} from {origin}: sha256 mismatch (expected {FILES[name]}, actual {actual})")
-    write_bytes_atomic(directory / name, data)
+    write_bytes_atomic(directory / name, data, 0o644)   # plain shared data, whatever the umask
 
 
 def _files_from_wheel(wheel: Path) -> dict[str, bytes]:

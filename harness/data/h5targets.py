@@ -369,7 +369,7 @@ def write_targets(path, targets: Mapping[str, Iterable[Any]], *, merge: bool = F
     """
     h5py = _h5py()
     path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path, 0o644) as tmp, h5py.File(tmp, "w") as f:   # a sandbox user reads it
         for step_id, values in targets.items():
             step = str(step_id)
             if not step or "/" in step:

@@ -95,7 +95,7 @@ class Report:
         err = obj.get("import_error")
         records = obj.get("records")
         return cls(completed=obj.get("completed") is True,
-                   import_error=None if err is None else str(err), tests=tests,
+                   import_error=str(err) if err else None, tests=tests,
                    records=records if isinstance(records, list) else None, size=size)
 
 

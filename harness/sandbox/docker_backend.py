@@ -189,25 +189,30 @@ class DockerBackend(Backend):
                     labels=cleanup.container_labels(self.run_id, job_id),
                     host_config=self._host_config(lim), use_config_proxy=False)
 
-    def _start(self, lim: Limits, job_id: str) -> Slot:
-        """Create, attach, start; on any failure remove what was made and re-raise."""
+    def _start(self, lim: Limits, job_id: str, command: Optional[list[str]] = None) -> Slot:
+        """Create, attach, start; on any failure remove what was made and re-raise.
+        `command`: a service's program (harness.sandbox.service) instead of the runner."""
         api = self.client.api
+        kwargs = self.create_kwargs(lim, job_id)
+        if command is not None:
+            kwargs["command"] = command
         cid = sock = None
         with self._lock:
             if self._closed:
                 raise RuntimeError("backend is closed")
             self._inflight += 1
         try:
-            cid = api.create_container(**self.create_kwargs(lim, job_id))["Id"]
+            cid = api.create_container(**kwargs)["Id"]
             with self._lock:
                 self._live.add(cid)
             sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1,
                                                   "stream": 1})
-            faultpoint.point("container_start")
+            if command is None:
+                faultpoint.point("container_start")
             if self._closed:   # shut (Ctrl-C) while this one was being made
                 raise RuntimeError("backend is closed")
             rt.start(api, cid, self.start_timeout)
-            return Slot(cid, sock, limits_key(lim), self._tls)
+            return Slot(cid, sock, limits_key(lim) if command is None else None, self._tls)
         except BaseException as exc:
             if sock is not None:
                 close_sock(sock)
@@ -229,27 +234,7 @@ class DockerBackend(Backend):
 
     def start_service(self, argv: list[str], name: str) -> Slot:
         """A container like a sandbox's, running `argv` for the whole run (never model code)."""
-        api = self.client.api
-        kwargs = self.create_kwargs(self.limits, name)
-        kwargs["command"] = argv
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("backend is closed")
-        cid = sock = None
-        try:
-            cid = api.create_container(**kwargs)["Id"]
-            with self._lock:
-                self._live.add(cid)
-            sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1,
-                                                  "stream": 1})
-            rt.start(api, cid, self.start_timeout)
-            return Slot(cid, sock, None, self._tls)
-        except BaseException:
-            if sock is not None:
-                close_sock(sock)
-            if cid is not None:
-                self._remove(cid)
-            raise
+        return self._start(self.limits, name, command=argv)
 
     def discard_service(self, slot: Slot) -> None:
         self._discard(slot)

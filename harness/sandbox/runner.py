@@ -119,7 +119,7 @@ def strip_report(stdout: str, marker: str) -> str:
 def _load_report(raw) -> Optional[Report]:
     try:
         return Report.parse(json.loads(raw), size=len(raw))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):   # forged by model code: no report
         return None
 
 

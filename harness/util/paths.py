@@ -5,6 +5,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 ENV_CACHE = "SCICODE_HARNESS_CACHE"
 ENV_STEP_HISTORY = "SCICODE_STEP_HISTORY"   # another file for the step-duration history (tests use their own)
@@ -56,26 +57,36 @@ def prune_siblings(keep: Path) -> list[Path]:
     return gone
 
 
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 @contextlib.contextmanager
-def atomic_path(dest: Path, mode: int = 0o644):
+def atomic_path(dest: Path, mode: Optional[int] = None):
     """A temp file next to `dest`, renamed over it when the block ends without an error
     (readers never see half a file) and removed when it fails. `mode`: mkstemp makes
-    0600; caches and results are plain shared data (a sandbox user may read them)."""
+    0600; None gives what a plain open() would (0666 less the umask)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, mode)
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+def write_bytes_atomic(path: Path, data: bytes, mode: Optional[int] = None) -> None:
+    with atomic_path(path, mode) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -156,8 +156,9 @@ class Verifier:
 
     def close(self, wait: float = 5.0) -> None:
         self.closed = True
-        if self._background and not self.started.is_set():
-            return   # the start under way stops what it starts; the backend's close ends it sooner
+        if self._background and not self.started.wait(wait):
+            return   # a hung start: it stops what it makes (it sees `closed`); the backend's
+            #          close removes its container
         if not self._lock.acquire(timeout=wait):
             # a check is waiting for an answer: end the service under it (it then fails)
             svc = self._svc
