@@ -47,7 +47,6 @@ EXIT_GEN_ERRORS = 4   # more steps than --max-gen-errors got no answer from the 
 class Run:
     config: RunConfig
     problems: list[dict]
-    split: str
     test_data: Path
     gen_cfg: Any
     template: str
@@ -58,11 +57,18 @@ class Run:
     sampling: dict = field(default_factory=dict)
     records: list = field(default_factory=list)
     test_data_id: str = ""
-    grading: GradingMode = "strict"
     verifier: Any = None
     reader: Any = None
     splits: dict = field(default_factory=dict)   # step id -> [grade.Split]
     no_target: set = field(default_factory=set)  # steps the test data lacks (--allow-missing-targets)
+
+    @property
+    def split(self) -> str:
+        return self.config.split
+
+    @property
+    def grading(self) -> GradingMode:
+        return self.config.grading.mode
 
 
 # ---------------------------------------------------------------- validation
@@ -123,12 +129,11 @@ def prepare(config: RunConfig) -> Run:
     no_target = check_test_data(test_data, problems, config.grading.allow_missing_targets)
     cfg = gen_config(config.generation)
     limits = Limits(timeout=sb.timeout, memory=sb.memory, cpus=sb.cpus)
-    run = Run(config=config, problems=problems, split=split, test_data=test_data, gen_cfg=cfg,
+    run = Run(config=config, problems=problems, test_data=test_data, gen_cfg=cfg,
               template=template, regex=regex, limits=limits, out=config.output.dir,
               test_data_id=sha256_file(test_data))
     run.sampling = dict(cfg.sampling_params(), template=tname, regex=regex, prefill=pr.prefill)
     run.no_target = set(no_target)
-    run.grading = config.grading.mode
     if run.grading == "strict":
         for p in problems:
             for i, step in enumerate(p["sub_steps"]):
@@ -296,13 +301,16 @@ class Engine:
         if outcome.status == "infra":
             raise InfraError(f"sandbox failure on {cand.step_id} (sample {cand.sample}): "
                              f"{(outcome.stderr or '').strip()[-300:]}")
-        heavy = outcome.report is not None and outcome.report.size > HEAVY_REPORT
-        while not self._grade_slots[heavy].acquire(timeout=0.5):
+        while not self._grade_slot(outcome).acquire(timeout=0.5):
             if run.backend.closing:
                 raise Interrupted(cand.step_id)
-        return "outcome", (key, outcome, heavy)
+        return "outcome", (key, outcome)
 
-    def _grade_sync(self, cand, problem, key: str, outcome, heavy: bool) -> dict:
+    def _grade_slot(self, outcome) -> threading.Semaphore:
+        """The slot an outcome waits in for the grader: large reports one at a time."""
+        return self._grade_slots[outcome.report is not None and outcome.report.size > HEAVY_REPORT]
+
+    def _grade_sync(self, cand, problem, key: str, outcome) -> dict:
         """On the grading thread (one: the verifier serialises anyway, and only one large
         candidate's values are in memory at a time), so sandbox workers go on to the next job."""
         run = self.run
@@ -310,7 +318,7 @@ class Engine:
         try:
             status, tests = self._grade(cand, problem, outcome)
         finally:
-            self._grade_slots[heavy].release()
+            self._grade_slot(outcome).release()
         if run.backend.closing:
             raise Interrupted(cand.step_id)
         graded = time.monotonic() - t0
@@ -331,10 +339,10 @@ class Engine:
         fut = self.queue.submit(cand.step_id, self._run_sync, cand, problem)
         kind, value = await asyncio.wrap_future(fut)
         if kind == "outcome":
-            key, outcome, heavy = value
+            key, outcome = value
             del value
             value = await asyncio.get_running_loop().run_in_executor(
-                self.grader, self._grade_sync, cand, problem, key, outcome, heavy)
+                self.grader, self._grade_sync, cand, problem, key, outcome)
         rec = dict(value, problem_id=cand.problem_id, step_id=cand.step_id, sample=cand.sample)
         self.run.records.append(rec)
         self.progress.executed(rec["status"])
