@@ -85,3 +85,10 @@ def test_the_config_is_frozen():
         c.sandbox.kind = "process"
     with pytest.raises(TypeError):
         c.output.fail_under["steps"] = 1.0
+
+
+def test_a_bad_backoff_is_one_line_not_a_traceback():
+    from harness.errors import UserError
+    assert config(env={"SCICODE_GEN_BACKOFF_BASE": "0.05"}).generation.backoff_base == 0.05
+    with pytest.raises(UserError, match="SCICODE_GEN_BACKOFF_BASE='fast' is not a number"):
+        config(env={"SCICODE_GEN_BACKOFF_BASE": "fast"})

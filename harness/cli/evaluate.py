@@ -111,6 +111,14 @@ def parse_fail_under(s: str | None) -> dict[str, float]:
     return out
 
 
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(env.get(name) or default)
+    except ValueError:
+        from harness.errors import UserError
+        raise UserError(f"{name}={env[name]!r} is not a number") from None
+
+
 def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
     """The run's typed settings from the parsed flags and the environment (framework.yml
     renders its values into both: flags, and API_KEY / SCICODE_API_KEY_NAME)."""
@@ -121,7 +129,7 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
         concurrency=args.concurrent_requests,
         api_key=env.get("API_KEY") or None,   # `API_KEY=$UNSET_VAR` renders as empty: unset
         api_key_name=env.get("SCICODE_API_KEY_NAME") or None,
-        backoff_base=float(env.get("SCICODE_GEN_BACKOFF_BASE", "1.0")))
+        backoff_base=_env_float(env, "SCICODE_GEN_BACKOFF_BASE", 1.0))
     prompting = C.Prompting(with_background=args.with_background, template_type=args.prompt_template_type,
                             regex_path=args.regex_path, prefill=args.prefill,
                             reasoning_end_token=args.reasoning_end_token)
