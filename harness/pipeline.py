@@ -7,14 +7,13 @@ import os
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.data import dataset, h5targets, testdata
+from harness.data import dataset, testdata
 from harness.errors import UserError
-from harness.run import candidate, generate, grade, prompts, report, schedule, score
+from harness.run import candidate, envs, generate, grade, prompts, report, schedule, score
 from harness.run.config import Generation, GradingMode, RunConfig
 from harness.run.grade.reader import ReaderClosed, TargetReader
 from harness.run.grade.verifier import VERIFIER_SOURCE, Verifier, VerifierError
@@ -23,9 +22,9 @@ from harness.run.preflight import check_endpoint
 from harness.run.store import Store, make_key
 from harness.run.status import StepStatus
 from harness.sandbox import JOB_ENV, Limits, TestResult, cleanup
-from harness.sandbox.registry import get_backend
+from harness.sandbox.envs import VERIFIER_ENV
 from harness.util import faultpoint
-from harness.util.paths import sha256_file, targets_path
+from harness.util.paths import sha256_file
 from harness.util.progress import Progress
 
 log = logging.getLogger("scicode_eval")
@@ -53,7 +52,8 @@ class Run:
     regex: Optional[str]
     limits: Any
     out: Path
-    backend: Any = None
+    backend: Any = None                          # the first environment's
+    backends: dict = field(default_factory=dict)  # env -> backend (and the verifier's env)
     sampling: dict = field(default_factory=dict)
     records: list = field(default_factory=list)
     test_data_id: str = ""
@@ -72,38 +72,6 @@ class Run:
 
 
 # ---------------------------------------------------------------- validation
-def require_test_data(given: Optional[Path], split: str) -> Path:
-    path = testdata.resolve_test_data(given)
-    if given is not None and (path is None or not Path(path).is_file()):
-        raise UserError(f"test data not found: {given}")
-    if path is None and split == "dev":
-        own = targets_path("dev")
-        path = own if own.is_file() else None
-    if path is None:
-        hint = ("; for the dev split you can also build targets: scicode-harness targets build --split dev"
-                if split == "dev" else "")
-        raise UserError("test data (test_data.h5) not found: pass --test-data PATH, set SCICODE_TEST_DATA, "
-                        "or run `scicode-harness data pull-test-data`" + hint)
-    return Path(path)
-
-
-def check_test_data(path: Path, problems: list[dict], allow_missing: bool = False) -> list[str]:
-    """Steps the file lacks; an error unless allow_missing (then they score as no_target)."""
-    need = {s["step_number"]: len(s["test_cases"]) for p in problems for s in p["sub_steps"]
-            if s.get("test_cases")}
-    try:
-        missing = h5targets.missing_steps(path, need)
-    except OSError as e:
-        raise UserError(f"cannot read test data {path}: {e}") from None
-    if missing:
-        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        if not allow_missing:
-            raise UserError(f"test data {path} lacks {len(missing)} step(s) this run needs: {shown} "
-                            "(--allow-missing-targets scores them as no_target)")
-        log.warning("test data %s lacks %d step(s); they score as no_target: %s", path, len(missing), shown)
-    return missing
-
-
 def gen_config(g: Generation) -> generate.GenConfig:
     if g.api_key_name and not g.api_key:
         raise UserError(f"the API key variable {g.api_key_name} named by the config is not set")
@@ -125,8 +93,8 @@ def prepare(config: RunConfig) -> Run:
     regex = dataset.regex(pr.regex_path) if pr.regex_path else None
     if config.limit_samples:
         problems = problems[: config.limit_samples]
-    test_data = require_test_data(config.grading.test_data, split)
-    no_target = check_test_data(test_data, problems, config.grading.allow_missing_targets)
+    test_data = testdata.require(config.grading.test_data, split)
+    no_target = testdata.check_steps(test_data, problems, config.grading.allow_missing_targets)
     cfg = gen_config(config.generation)
     limits = Limits(timeout=sb.timeout, memory=sb.memory, cpus=sb.cpus)
     run = Run(config=config, problems=problems, test_data=test_data, gen_cfg=cfg,
@@ -142,13 +110,14 @@ def prepare(config: RunConfig) -> Run:
     return run
 
 
-def open_backend(run: Run, workers: int):
-    sb = run.config.sandbox
-    options = {}
-    if sb.kind == "process" and sb.process_python:
-        options["python"] = sb.process_python   # the README's SCICODE_PROCESS_PYTHON
-    return get_backend(sb.kind, image=sb.image, explicit_image=bool(sb.image), workers=workers,
-                       run_id=uuid.uuid4().hex[:12], limits=run.limits, runtime=sb.runtime, **options)
+def open_backends(run: Run, workers: int) -> None:
+    run.backends = envs.open_backends(run.config, run.limits, workers)
+    run.backend = run.backends[run.config.sandbox.envs[0]]
+
+
+def close_backends(run: Run) -> None:
+    for be in run.backends.values():
+        be.close()
 
 
 # ---------------------------------------------------------------- stages
@@ -163,8 +132,13 @@ class Engine:
         self.gens = Store(cache / "generations.jsonl")
         self.verdicts = Store(cache / "verdicts.jsonl")
         self.client = generate.Client(run.gen_cfg)
-        # candidates that may still need a sandbox: the backend warms no more containers than this
+        # candidates that may still need a sandbox: the backend warms no more containers than this;
+        # a later environment gets a job only when the earlier ones did not pass (all, with --full-envs)
+        sb = run.config.sandbox
         self.queue = schedule.JobQueue(run.backend, workers, progress.total, name="sandbox")
+        self.queues = {sb.envs[0]: self.queue}
+        for env in sb.envs[1:]:
+            self.queues[env] = self.queue.sibling(run.backends[env], progress.total if sb.full_envs else 0)
         from concurrent.futures import ThreadPoolExecutor
         self.grader = ThreadPoolExecutor(1, thread_name_prefix="grade")
         # outcomes waiting for the grader, bounded (peak memory): one large one at a time, a
@@ -266,11 +240,13 @@ class Engine:
                 raise Interrupted(cand.step_id) from None
             raise InfraError(f"verifier failure on {cand.step_id}: {e}") from None
 
-    def _run_sync(self, cand, problem) -> tuple[str, Any]:
-        """On a sandbox worker: ("rec", stored verdict) or ("outcome", (key, Outcome)) to grade."""
+    def _run_sync(self, cand, problem, env: str) -> tuple[str, Any]:
+        """On a sandbox worker: ("rec", stored verdict) or ("outcome", (key, Outcome)) to grade,
+        for the candidate in sandbox environment `env`."""
         run = self.run
+        backend, queue = run.backends[env], self.queues[env]
         if cand.step_id in run.no_target:   # never a pass, never dropped from the denominator
-            self.queue.skip()
+            queue.skip()
             return "rec", {"status": "no_target", "tests": [], "duration": 0.0,
                            "error": "no target for this step in the test data"}
         step = problem["sub_steps"][cand.index]
@@ -279,13 +255,13 @@ class Engine:
                  if run.grading == "strict" else step["test_cases"])   # what actually runs
         key = make_key(code=candidate.program(problem["required_dependencies"], cand.chain, cand.code),
                        tests=tests, targets=[run.test_data_id, cand.step_id],
-                       image=run.backend.image, backend=run.backend.name, env=JOB_ENV,
-                       runtime=run.backend.runtime,
+                       image=backend.image, backend=backend.name, env=JOB_ENV,
+                       runtime=backend.runtime,
                        limits=[run.limits.timeout, run.limits.memory, run.limits.cpus],
                        grading=self.grading_key)
         rec = self.verdicts.get(key)
         if rec is not None:
-            self.queue.skip()
+            queue.skip()
             return "rec", dict(rec, key=key)
         if run.grading == "strict":   # the sandbox gets the program and tests, never targets
             job = candidate.build_job(cand, problem, None, run.limits,
@@ -294,15 +270,16 @@ class Engine:
             targets = self._targets(cand.step_id, len(step["test_cases"]))
             job = candidate.build_job(cand, problem, targets, run.limits)
             del targets  # only the encoded copy travels on
-        outcome = self.queue.run(job, cand.step_id)   # infra failures retried there
+        outcome = queue.run(job, cand.step_id)   # infra failures retried there
         del job   # the payload is sent; only the outcome waits for grading
-        if run.backend.closing:   # shut under this job: its outcome may be the shutdown's
+        if backend.closing:   # shut under this job: its outcome may be the shutdown's
             raise Interrupted(cand.step_id)
         if outcome.status == "infra":
-            raise InfraError(f"sandbox failure on {cand.step_id} (sample {cand.sample}): "
+            where = f", {env} environment" if len(run.backends) > 1 else ""
+            raise InfraError(f"sandbox failure on {cand.step_id} (sample {cand.sample}{where}): "
                              f"{(outcome.stderr or '').strip()[-300:]}")
         while not self._grade_slot(outcome).acquire(timeout=0.5):
-            if run.backend.closing:
+            if backend.closing:
                 raise Interrupted(cand.step_id)
         return "outcome", (key, outcome)
 
@@ -310,7 +287,7 @@ class Engine:
         """The slot an outcome waits in for the grader: large reports one at a time."""
         return self._grade_slots[outcome.report is not None and outcome.report.size > HEAVY_REPORT]
 
-    def _grade_sync(self, cand, problem, key: str, outcome) -> dict:
+    def _grade_sync(self, cand, problem, key: str, outcome, env: str) -> dict:
         """On the grading thread (one: the verifier serialises anyway, and only one large
         candidate's values are in memory at a time), so sandbox workers go on to the next job."""
         run = self.run
@@ -319,11 +296,11 @@ class Engine:
             status, tests = self._grade(cand, problem, outcome)
         finally:
             self._grade_slot(outcome).release()
-        if run.backend.closing:
+        if run.backends[env].closing:
             raise Interrupted(cand.step_id)
         graded = time.monotonic() - t0
         if status in ("pass", "fail"):   # the tests ran: a fair measure of the step's cost
-            self.queue.record(cand.step_id, outcome.duration)
+            self.queues[env].record(cand.step_id, outcome.duration)
         rec = {"status": status, "tests": [t.to_dict() for t in tests],
                "error": candidate.error_summary(outcome, tests),
                "exit_code": outcome.exit_code, "duration": round(outcome.duration, 3),
@@ -336,16 +313,27 @@ class Engine:
         return dict(rec, key=key)
 
     async def execute(self, cand, problem) -> None:
-        fut = self.queue.submit(cand.step_id, self._run_sync, cand, problem)
+        """The candidate in the first environment, then in the next while it has not passed."""
+        sb = self.run.config.sandbox
+        tried: dict[str, dict] = {}
+        while (env := envs.next_env(sb.envs, tried, sb.full_envs)) is not None:
+            if tried and not sb.full_envs:
+                self.queues[env].add()   # a job its warm pool did not expect
+            tried[env] = await self._execute_in(cand, problem, env)
+        rec = dict(envs.combine(sb.envs, tried), problem_id=cand.problem_id, step_id=cand.step_id,
+                   sample=cand.sample)
+        self.run.records.append(rec)
+        self.progress.executed(rec["status"])
+
+    async def _execute_in(self, cand, problem, env: str) -> dict:
+        fut = self.queues[env].submit(cand.step_id, self._run_sync, cand, problem, env)
         kind, value = await asyncio.wrap_future(fut)
         if kind == "outcome":
             key, outcome = value
             del value
             value = await asyncio.get_running_loop().run_in_executor(
-                self.grader, self._grade_sync, cand, problem, key, outcome)
-        rec = dict(value, problem_id=cand.problem_id, step_id=cand.step_id, sample=cand.sample)
-        self.run.records.append(rec)
-        self.progress.executed(rec["status"])
+                self.grader, self._grade_sync, cand, problem, key, outcome, env)
+        return value
 
     async def main(self) -> None:
         run = self.run
@@ -372,11 +360,11 @@ def run(config: RunConfig) -> int:
         raise UserError(f"cannot write the log directory {log_dir}: {e}") from None
     asyncio.run(check_endpoint(run_.gen_cfg))
     workers = config.sandbox.workers or os.cpu_count() or 1
-    run_.backend = open_backend(run_, workers)
+    open_backends(run_, workers)
     try:
         start_grading(run_)
     except BaseException:
-        run_.backend.close()
+        close_backends(run_)
         raise
     total_steps = sum(len(score.scored_steps(p)) for p in run_.problems) * config.n_samples
     progress = Progress(total_steps, quiet=out.quiet, style=out.progress)
@@ -384,7 +372,7 @@ def run(config: RunConfig) -> int:
         engine = Engine(run_, workers, progress)
     except OSError as e:
         stop_grading(run_)
-        run_.backend.close()
+        close_backends(run_)
         raise UserError(f"cannot write the output directory {run_.out}: {e}") from None
     try:
         with progress:
@@ -397,7 +385,7 @@ def run(config: RunConfig) -> int:
         engine.queue.stop()   # queued jobs cancelled, durations saved
         engine.grader.shutdown(wait=False, cancel_futures=True)
         stop_grading(run_)
-        run_.backend.close()
+        close_backends(run_)
         engine.queue.join()   # jobs cut short notice the closed backend and end
         engine.gens.close()
         engine.verdicts.close()
@@ -418,7 +406,7 @@ def start_grading(run_: Run) -> None:
         log.warning(msg)
         print(f"scicode_eval: warning: {msg}", file=sys.stderr)
         return
-    run_.verifier = Verifier(run_.backend)
+    run_.verifier = Verifier(run_.backends[VERIFIER_ENV])   # pinned, whatever the candidates run in
     run_.verifier.start_background()   # jobs start meanwhile; Engine.main waits for its answer
 
 
@@ -453,7 +441,9 @@ def finish(run_: Run, seconds: float) -> int:
             "sandbox": run_.backend.name, "sandbox_runtime": run_.backend.runtime,
             "image": run_.backend.image, "prefill": config.prompting.prefill,
             "test_data": str(run_.test_data), "seconds": round(seconds, 1),
-            "sampling": run_.sampling, "grading": grading_meta(run_)}
+            "sampling": run_.sampling, "grading": grading_meta(run_),
+            "sandbox_envs": envs.summary(config.sandbox.envs, config.sandbox.full_envs, run_.backends,
+                                         records)}
     report.write_results(path, sc, meta)
     if out.junit_xml:
         report.write_junit(out.junit_xml, records)

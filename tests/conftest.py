@@ -37,6 +37,19 @@ def sandbox_image(docker_client):
 
 
 @pytest.fixture(scope="session")
+def sandbox_image_2025(docker_client):
+    """The 2025-era sandbox image (numpy 2.4, scipy 1.17), built offline if missing."""
+    from harness.build import image
+    from harness.sandbox.image_lookup import find_image
+    found = find_image(docker_client, env="2025")
+    if found is None:
+        image.build(offline=True, env="2025")
+        found = find_image(docker_client, env="2025")
+    assert found is not None, "2025 sandbox image missing after build"
+    return found
+
+
+@pytest.fixture(scope="session")
 def dev_problems():
     """The verified dev split, pulled into the cache if missing."""
     from harness.data import dataset

@@ -38,8 +38,28 @@ def test_lock_pins_every_top_level_package_with_hashes():
         assert dep in lock, dep
 
 
+def test_2025_lock_pins_the_verified_protocols_versions():
+    lock = image.parse_lock(image.lock_path("2025"))
+    want = {"numpy": "2.4.2", "scipy": "1.17.1", "sympy": "1.14.0", "h5py": "3.15.1", "matplotlib": "3.10.9"}
+    assert {n: lock[n][0] for n in want} == want
+    assert all(h for _, h in lock.values()), "every 2025 pin carries a hash"
+    text = image.lock_path("2025").read_text().splitlines()
+    for name in TOP_LEVEL:
+        idx = next(i for i, line in enumerate(text) if line.startswith(f"{name}=="))
+        assert text[idx - 1].startswith("# ") and len(text[idx - 1]) > 10, f"{name} pin has no reason comment"
+
+
+def test_sandbox_envs_parse_and_refuse_in_one_line():
+    from harness.sandbox.envs import EnvError, parse_envs
+    assert parse_envs("2024") == ("2024",) and parse_envs(" 2025 , 2024") == ("2025", "2024")
+    for bad in ("", "2023", "2024,2024", "2024;2025"):
+        with pytest.raises(EnvError) as e:
+            parse_envs(bad)
+        assert "\n" not in str(e.value)
+
+
 def test_lock_top_level_pins_carry_a_reason():
-    text = image.LOCK_PATH.read_text().splitlines()
+    text = image.lock_path().read_text().splitlines()
     for name in TOP_LEVEL:
         idx = next(i for i, line in enumerate(text) if line.startswith(f"{name}=="))
         assert text[idx - 1].startswith("# ") and len(text[idx - 1]) > 10, f"{name} pin has no reason comment"
@@ -47,8 +67,11 @@ def test_lock_top_level_pins_carry_a_reason():
 
 def test_lock_digest_and_default_tag():
     digest = image.lock_digest()
-    assert digest == hashlib.sha256(image.LOCK_PATH.read_bytes()).hexdigest()
+    assert digest == hashlib.sha256(image.lock_path().read_bytes()).hexdigest()
     assert image.default_tag() == f"scicode-sandbox:{digest[:12]}"
+    other = image.lock_digest(env="2025")
+    assert other == hashlib.sha256(image.lock_path("2025").read_bytes()).hexdigest() != digest
+    assert image.default_tag("2025") == f"scicode-sandbox:{other[:12]}"
 
 
 def test_parse_lock_handles_continuations_and_comments(tmp_path):
@@ -208,15 +231,15 @@ def test_build_path_end_to_end_with_a_mini_lock(client, built, tmp_path, monkeyp
 
     real_lock = image.parse_lock()
     version, hashes = real_lock["cycler"]
-    wheel = next(p for p in image.wheelhouse_dir().glob("cycler-*.whl"))
+    wheel = next(p for p in image.ensure_wheelhouse(lambda m: None).glob("cycler-*.whl"))
     lock = tmp_path / "requirements.lock"
     lock.write_text(f"# mini lock for the build-path test\ncycler=={version} \\\n"
                     + "".join(f"    --hash=sha256:{h}\n" for h in sorted(hashes)))
     dockerfile = tmp_path / "Dockerfile"
     shutil.copy2(image.DOCKERFILE_PATH, dockerfile)
     monkeypatch.setenv("SCICODE_HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(image_lookup, "LOCK_PATH", lock)   # the lookup names the env's lock
     for module in (image, image_lookup):   # the build, and the lookup that names its image
-        monkeypatch.setattr(module, "LOCK_PATH", lock)
         monkeypatch.setattr(module, "REPOSITORY", "scicode-sandbox-test")
     monkeypatch.setattr(image, "DOCKERFILE_PATH", dockerfile)
     monkeypatch.setattr(image, "LATEST", "scicode-sandbox-test:latest")
@@ -241,7 +264,7 @@ def test_build_path_end_to_end_with_a_mini_lock(client, built, tmp_path, monkeyp
         # the install stage (wheels, pip) was pruned, so no dangling stage image is left
         assert not client.images.list(filters={"dangling": True, "label": f"{image.LABEL_STAGE}=install"})
     finally:
-        for t in (tag, "scicode-sandbox-test:latest"):
+        for t in (tag, "scicode-sandbox-test:latest", "scicode-sandbox-test:2024"):
             try:
                 client.images.remove(t, force=True)
             except Exception:
@@ -260,3 +283,14 @@ def test_a_new_wheelhouse_replaces_the_outdated_ones(tmp_path):
     gone = prune_siblings(tmp_path / "new")
     assert sorted(p.name for p in gone) == ["old1", "old2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".staging-x", "new", "note.txt"]
+
+
+@pytest.mark.docker
+def test_the_2025_image_holds_its_lock_and_lacks_simps(docker_client, sandbox_image_2025):
+    data = image.info(client=docker_client, env="2025")
+    assert data["lock_matches"] and data["env"] == "2025" and not data["lock_mismatches"]
+    assert data["packages"]["numpy"] == "2.4.2" and data["packages"]["scipy"] == "1.17.1"
+    assert "scicode-sandbox:2025" in data["tags"]
+    assert image_lookup.find_image(docker_client, env="2025").id == sandbox_image_2025.id
+    with pytest.raises(ImageError, match="different lock"):   # the 2024 label is not the 2025 lock
+        image_lookup.check_image(docker_client, "scicode-sandbox:2025", explicit=False, env="2024")

@@ -34,8 +34,9 @@ import harness
 from harness.build.base import LABEL_BASE, ensure_base
 from harness.build.common import Say, build_lock, docker_client, last_line, run_streaming
 from harness.util.paths import cache_dir, prune_siblings, sha256_file
-from harness.sandbox.image_lookup import (IMAGE_DIR, LABEL_LOCK, LOCK_PATH, REPOSITORY, ImageError, _get,
-                                          _labels, default_tag, lock_digest)
+from harness.sandbox.envs import DEFAULT_ENV, SMOKE_SOURCE as ENV_SMOKE
+from harness.sandbox.image_lookup import (IMAGE_DIR, LABEL_LOCK, REPOSITORY, ImageError, _get, _labels,
+                                          default_tag, env_tag, lock_digest, lock_path)
 
 DOCKERFILE_PATH = IMAGE_DIR / "Dockerfile"
 
@@ -57,13 +58,8 @@ PIP_PLATFORM_ARGS = (
     "--abi", "cp311",
 )
 
-# Top-level modules the image must import (checked after every build and by `info`).
-SMOKE_SOURCE = (
-    "import numpy, scipy, sympy, mpmath, h5py, matplotlib\n"
-    "from scipy.integrate import simps\n"
-    "from mpl_toolkits.mplot3d import Axes3D\n"
-    "print('ok')\n"
-)
+# Top-level modules the 2024 image must import (checked after every build); each env has its own.
+SMOKE_SOURCE = ENV_SMOKE[DEFAULT_ENV]
 
 # Printed as one JSON line by `info`; reads installed distributions without importing them.
 VERSIONS_SOURCE = (
@@ -84,10 +80,10 @@ def _canon(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def recipe_digest() -> str:
-    """sha256 over the Dockerfile and the lock: rebuild when either changes."""
+def recipe_digest(env: str = DEFAULT_ENV) -> str:
+    """sha256 over the Dockerfile and the environment's lock: rebuild when either changes."""
     h = hashlib.sha256()
-    for p in (DOCKERFILE_PATH, LOCK_PATH):
+    for p in (DOCKERFILE_PATH, lock_path(env)):
         try:
             data = p.read_bytes()
         except OSError as e:
@@ -98,7 +94,7 @@ def recipe_digest() -> str:
 
 def parse_lock(path: Path | str | None = None) -> dict[str, tuple[str, frozenset[str]]]:
     """{canonical name: (version, {sha256 hex})} from a hashed pip lock."""
-    p = Path(path) if path else LOCK_PATH
+    p = Path(path) if path else lock_path()
     text = p.read_text()
     logical, buf = [], ""
     for raw in text.splitlines():
@@ -125,15 +121,16 @@ def parse_lock(path: Path | str | None = None) -> dict[str, tuple[str, frozenset
     return out
 
 
-def lock_versions() -> dict[str, str]:
-    """{canonical name: version} pinned by the lock."""
-    return {n: v for n, (v, _) in parse_lock().items()}
+def lock_versions(env: str = DEFAULT_ENV) -> dict[str, str]:
+    """{canonical name: version} pinned by the environment's lock."""
+    return {n: v for n, (v, _) in parse_lock(lock_path(env)).items()}
 
 
 # ---------------------------------------------------------------- wheelhouse
 
-def wheelhouse_dir(digest: str | None = None) -> Path:
-    return cache_dir() / "wheelhouse" / (digest or lock_digest())
+def wheelhouse_dir(digest: str | None = None, env: str = DEFAULT_ENV) -> Path:
+    """<cache>/wheelhouse/<env>/<lock digest>: one wheelhouse per environment's current lock."""
+    return cache_dir() / "wheelhouse" / env / (digest or lock_digest(env=env))
 
 
 def _wheelhouse_missing(directory: Path, lock: dict) -> list[str]:
@@ -158,16 +155,17 @@ def _pip_command() -> list[str]:
     raise ImageError("pip is not available to download the wheelhouse (python3 -m pip failed)")
 
 
-def ensure_wheelhouse(progress: Say = print) -> Path:
-    """Download (or reuse) every wheel of the lock, hash-checked, into the cache."""
-    digest = lock_digest()
-    lock = parse_lock()
+def ensure_wheelhouse(progress: Say = print, env: str = DEFAULT_ENV) -> Path:
+    """Download (or reuse) every wheel of the environment's lock, hash-checked, into the cache."""
+    lock_file = lock_path(env)
+    digest = lock_digest(env=env)
+    lock = parse_lock(lock_file)
     if not lock:
-        raise ImageError(f"the lock file {LOCK_PATH} pins nothing")
+        raise ImageError(f"the lock file {lock_file} pins nothing")
     unhashed = sorted(n for n, (_, h) in lock.items() if not h)
     if unhashed:
         raise ImageError(f"the lock file pins without --hash: {', '.join(unhashed)}")
-    target = wheelhouse_dir(digest)
+    target = wheelhouse_dir(digest, env)
     if not _wheelhouse_missing(target, lock):
         progress(f"wheelhouse {target} complete ({len(lock)} wheels)")
         return target
@@ -179,7 +177,7 @@ def ensure_wheelhouse(progress: Say = print) -> Path:
                 shutil.copy2(p, staging / p.name)
         cmd = _pip_command() + ["download", "--disable-pip-version-check", "--no-deps",
                                 "--require-hashes", "--progress-bar", "off", "-d", str(staging),
-                                *PIP_PLATFORM_ARGS, "-r", str(LOCK_PATH)]
+                                *PIP_PLATFORM_ARGS, "-r", str(lock_file)]
         progress(f"downloading {len(lock)} wheels into {target}")
         rc, tail = run_streaming(cmd, progress, prefix="  pip: ")
         if rc != 0:
@@ -204,9 +202,9 @@ def ensure_wheelhouse(progress: Say = print) -> Path:
 
 # ---------------------------------------------------------------- build
 
-def _prepare_context(directory: Path, wheelhouse: Path) -> None:
+def _prepare_context(directory: Path, wheelhouse: Path, env: str = DEFAULT_ENV) -> None:
     shutil.copy2(DOCKERFILE_PATH, directory / "Dockerfile")
-    shutil.copy2(LOCK_PATH, directory / "requirements.lock")
+    shutil.copy2(lock_path(env), directory / "requirements.lock")
     wheels = directory / "wheels"
     wheels.mkdir()
     for p in wheelhouse.glob("*.whl"):
@@ -276,37 +274,45 @@ def _prune_install_stage(client) -> None:
         client.images.prune(filters={"dangling": True, "label": f"{LABEL_STAGE}=install"})
 
 
-def build(offline: bool = True, force: bool = False, progress: Say = print, client=None) -> str:
-    """Build (or reuse) the sandbox image for the current lock; return its image id.
+def _moving_tags(env: str) -> list[str]:
+    """The tags that follow the newest build: ``<env>``, and ``latest`` for the default env."""
+    return [env] + (["latest"] if env == DEFAULT_ENV else [])
+
+
+def build(offline: bool = True, force: bool = False, progress: Say = print, client=None,
+          env: str = DEFAULT_ENV) -> str:
+    """Build (or reuse) the sandbox image for the environment's current lock; return its image id.
 
     Skips when an image with this lock's tag already carries the same lock- and
     recipe-digest labels (unless ``force``). Offline, the base is a debootstrapped
     bookworm; otherwise ``python:3.11-slim-bookworm`` (pulled by the daemon).
-    Tags ``scicode-sandbox:<digest12>`` and ``scicode-sandbox:latest``.
+    Tags ``scicode-sandbox:<digest12>`` and ``scicode-sandbox:<env>`` (2024 also ``latest``).
     """
     client = client or docker_client(timeout=900)
-    digest, recipe, tag = lock_digest(), recipe_digest(), default_tag()
+    digest, recipe, tag = lock_digest(env=env), recipe_digest(env), default_tag(env)
+    moving = ", ".join(f"{REPOSITORY}:{t}" for t in _moving_tags(env))
     t0 = time.monotonic()
     with build_lock():
         if not force:
             img = _get(client, tag)
             if img is not None and _labels(img).get(LABEL_LOCK) == digest \
                     and _labels(img).get(LABEL_RECIPE) == recipe:
-                img.tag(REPOSITORY, "latest")
-                progress(f"{tag} is up to date ({img.short_id}); tagged {LATEST}")
+                for t in _moving_tags(env):
+                    img.tag(REPOSITORY, t)
+                progress(f"{tag} is up to date ({img.short_id}); tagged {moving}")
                 return img.id
         previous = _get(client, tag)
         base = ensure_base(client, progress) if offline else ONLINE_BASE
-        wheelhouse = ensure_wheelhouse(progress)
+        wheelhouse = ensure_wheelhouse(progress, env)
         buildargs = {"BASE_IMAGE": base, "LOCK_DIGEST": digest, "RECIPE_DIGEST": recipe,
                      "HARNESS_VERSION": harness.__version__}
         progress(f"building {tag} from {base} (network none)")
         with tempfile.TemporaryDirectory(prefix="scicode-image-ctx-",
                                          dir=str(wheelhouse.parent)) as ctx:
-            _prepare_context(Path(ctx), wheelhouse)
+            _prepare_context(Path(ctx), wheelhouse, env)
             image_id = _stream_build(client, Path(ctx), buildargs, nocache=force, progress=progress)
         try:
-            out = _run_short(client, image_id, SMOKE_SOURCE)
+            out = _run_short(client, image_id, SMOKE_SOURCE if env == DEFAULT_ENV else ENV_SMOKE[env])
             if "ok" not in out:
                 raise ImageError(f"the built image {image_id[7:19]} failed its import smoke test")
         except ImageError:
@@ -316,35 +322,36 @@ def build(offline: bool = True, force: bool = False, progress: Say = print, clie
             raise
         built = client.images.get(image_id)
         built.tag(REPOSITORY, tag.split(":", 1)[1])
-        built.tag(REPOSITORY, "latest")
+        for t in _moving_tags(env):
+            built.tag(REPOSITORY, t)
         _prune_install_stage(client)
         if previous is not None and previous.id != image_id:
             # the superseded build is now untagged; drop it unless a container still uses it
             with contextlib.suppress(Exception):
                 client.images.remove(previous.id)
-        progress(f"built {tag} ({image_id[7:19]}) and tagged {LATEST} in {time.monotonic() - t0:.0f}s")
+        progress(f"built {tag} ({image_id[7:19]}) and tagged {moving} in {time.monotonic() - t0:.0f}s")
         return image_id
 
 
 # ---------------------------------------------------------------- info
 
-def info(tag: str | None = None, client=None) -> dict:
-    """Describe an image: id, tags, labels, size, Python and package versions
+def info(tag: str | None = None, client=None, env: str = DEFAULT_ENV) -> dict:
+    """Describe an environment's image: id, tags, labels, size, Python and package versions
     (read by a short ``python3 -c`` container with network none)."""
     client = client or docker_client()
-    ref = tag or default_tag()
+    ref = tag or default_tag(env)
     img = _get(client, ref)
     if img is None and tag is None:
-        ref, img = LATEST, _get(client, LATEST)
+        ref, img = env_tag(env), _get(client, env_tag(env))
     if img is None:
-        raise ImageError(f"sandbox image {ref} not found; build it with `scicode-harness image build`")
+        raise ImageError(f"sandbox image {ref} not found; build it with `scicode-harness image build --env {env}`")
     labels = _labels(img)
     raw = _run_short(client, img.id, VERSIONS_SOURCE)
     try:
         runtime = json.loads(raw.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise ImageError(f"could not read package versions from {ref}") from None
-    locked = lock_versions()
+    locked = lock_versions(env)
     mismatched = {n: {"lock": v, "image": runtime["packages"].get(n)}
                   for n, v in locked.items() if runtime["packages"].get(n) != v}
     return {
@@ -358,7 +365,8 @@ def info(tag: str | None = None, client=None) -> dict:
         "version": labels.get(LABEL_VERSION),
         "recipe_digest": labels.get(LABEL_RECIPE),
         "base": labels.get(LABEL_BASE),
-        "lock_matches": labels.get(LABEL_LOCK) == lock_digest(),
+        "env": env,
+        "lock_matches": labels.get(LABEL_LOCK) == lock_digest(env=env),
         "python": runtime.get("python"),
         "uid": runtime.get("uid"),
         "gid": runtime.get("gid"),

@@ -68,7 +68,14 @@ def parser() -> argparse.ArgumentParser:
     a("--sandbox-runtime", choices=_values(C.Runtime), default="runc",
       help="Docker OCI runtime: runsc (gVisor) puts a user-space kernel between candidates "
       "and the host; slower (see README)")
-    a("--sandbox-image", default=None, help="sandbox image; overrides the pinned one on purpose")
+    a("--sandbox-image", default=None, help="sandbox image; overrides the pinned one on purpose "
+      "(first environment only)")
+    a("--sandbox-envs", default=None,
+      help="library eras to run candidates in, in order: 2024 (numpy 1.26/scipy 1.13), 2025 "
+           "(numpy 2.4/scipy 1.17) or 2024,2025: a step passes if it passes in either (the second "
+           "runs only when the first does not pass). Default: 2024; 2024,2025 for --benchmark verified")
+    a("--full-envs", action="store_true",
+      help="with several --sandbox-envs, run every one even after a pass (a per-environment breakdown)")
     a("--sandbox-timeout", type=_positive_float, default=1800.0, help="seconds per candidate")
     a("--sandbox-memory", default="4g", help="memory per candidate (swap equal)")
     a("--sandbox-cpus", type=_positive_float, default=1.0)
@@ -119,10 +126,21 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise UserError(f"{name}={env[name]!r} is not a number") from None
 
 
+def sandbox_envs(text: str | None, default: str) -> tuple:
+    """--sandbox-envs (None: the benchmark's default) -> validated envs; a bad value is a UserError."""
+    from harness.errors import UserError
+    from harness.sandbox.envs import EnvError, parse_envs
+    try:
+        return parse_envs(text if text is not None and text.strip() else default)
+    except EnvError as e:
+        raise UserError(str(e)) from None
+
+
 def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
     """The run's typed settings from the parsed flags and the environment (framework.yml
     renders its values into both: flags, and API_KEY / SCICODE_API_KEY_NAME)."""
     from harness.run import config as C
+    from harness.sandbox.envs import ENVS
     env = os.environ if env is None else env
     gen = C.Generation(
         url=args.url, model=args.model, temperature=args.temperature, extra_params=args.extra_params or "",
@@ -135,7 +153,10 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
                             reasoning_end_token=args.reasoning_end_token)
     sandbox = C.Sandbox(kind=args.sandbox, runtime=args.sandbox_runtime, image=args.sandbox_image,
                         timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus,
-                        workers=args.eval_threads, process_python=env.get("SCICODE_PROCESS_PYTHON") or None)
+                        workers=args.eval_threads, process_python=env.get("SCICODE_PROCESS_PYTHON") or None,
+                        envs=sandbox_envs(args.sandbox_envs, "2024"), full_envs=args.full_envs,
+                        env_pythons=MappingProxyType({e: env[f"SCICODE_PROCESS_PYTHON_{e}"] for e in ENVS
+                                                      if env.get(f"SCICODE_PROCESS_PYTHON_{e}")}))
     grading = C.Grading(mode=args.grading or "strict", test_data=args.test_data,
                         allow_missing_targets=args.allow_missing_targets)
     output = C.Output(dir=Path(args.output_dir), log_dir=args.log_dir, quiet=args.quiet, progress=args.progress,

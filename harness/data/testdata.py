@@ -11,14 +11,15 @@ $SCICODE_TEST_DATA, else the cached download.
 """
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from harness.errors import HarnessError
-from harness.util.paths import cache_dir, sha256_file
+from harness.errors import HarnessError, UserError
+from harness.util.paths import cache_dir, sha256_file, targets_path
 
 TEST_DATA_NAME = "test_data.h5"
 TEST_DATA_SHA256 = "48b0272a88b17dbd29777c217e1b4fb2b019b92e11cc2add847409db9541b890"
@@ -295,3 +296,41 @@ def pull_test_data(dest: str | os.PathLike | None = None, urls: Iterable[str] | 
             client.close()
     raise TestDataError(f"could not download {TEST_DATA_NAME}: " + "; ".join(errors)
                         + f"; or fetch it elsewhere and pass --test-data PATH / ${ENV_TEST_DATA}")
+
+
+# ---------------------------------------------------------------- a run's test data
+
+def require(given: Path | None, split: str) -> Path:
+    """The test data a run uses (see resolve_test_data; the dev split falls back to the targets
+    `targets build` made); UserError with the fixes when there is none."""
+    path = resolve_test_data(given)
+    if given is not None and (path is None or not Path(path).is_file()):
+        raise UserError(f"test data not found: {given}")
+    if path is None and split == "dev":
+        own = targets_path("dev")
+        path = own if own.is_file() else None
+    if path is None:
+        hint = ("; for the dev split you can also build targets: scicode-harness targets build --split dev"
+                if split == "dev" else "")
+        raise UserError("test data (test_data.h5) not found: pass --test-data PATH, set SCICODE_TEST_DATA, "
+                        "or run `scicode-harness data pull-test-data`" + hint)
+    return Path(path)
+
+
+def check_steps(path: Path, problems: list[dict], allow_missing: bool = False) -> list[str]:
+    """Steps the file lacks; an error unless allow_missing (then they score as no_target)."""
+    from harness.data import h5targets
+    need = {s["step_number"]: len(s["test_cases"]) for p in problems for s in p["sub_steps"]
+            if s.get("test_cases")}
+    try:
+        missing = h5targets.missing_steps(path, need)
+    except OSError as e:
+        raise UserError(f"cannot read test data {path}: {e}") from None
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        if not allow_missing:
+            raise UserError(f"test data {path} lacks {len(missing)} step(s) this run needs: {shown} "
+                            "(--allow-missing-targets scores them as no_target)")
+        logging.getLogger("scicode_eval").warning(
+            "test data %s lacks %d step(s); they score as no_target: %s", path, len(missing), shown)
+    return missing

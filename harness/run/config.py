@@ -7,6 +7,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, Mapping, Optional
 
+from harness.sandbox.envs import DEFAULT_ENV, SandboxEnv
 from harness.sandbox.registry import SandboxKind
 from harness.sandbox.runtime import Runtime
 
@@ -47,6 +48,11 @@ class Sandbox:
     cpus: float = 1.0
     workers: Optional[int] = None          # None: the CPU count
     process_python: Optional[str] = None   # $SCICODE_PROCESS_PYTHON (process backend only)
+    # library eras a candidate runs in, in order: the step passes if it passes in one of them
+    envs: tuple[SandboxEnv, ...] = (DEFAULT_ENV,)
+    full_envs: bool = False                # run every env even after a pass (a breakdown)
+    # process backend: an interpreter per non-default env ($SCICODE_PROCESS_PYTHON_<ENV>)
+    env_pythons: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)

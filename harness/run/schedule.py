@@ -141,18 +141,31 @@ class JobQueue:
     """Jobs for one backend on `workers` threads, longest expected step first (`fifo`: in
     submission order). The backend is told how many of the `total` jobs are still to start
     (its warm pool prepares no more); a job whose outcome is "infra" is run again, at most
-    `retries` times, unless the backend is being shut (Ctrl-C)."""
+    `retries` times, unless the backend is being shut (Ctrl-C). `sibling` makes a queue for
+    another backend (another sandbox environment) on the same workers and history."""
 
     def __init__(self, backend, workers: int, total: int, name: str = "sandbox",
                  history: Optional[History] = None, fifo: bool = False,
-                 retries: int = INFRA_RETRIES, backoff: tuple = INFRA_BACKOFF):
+                 retries: int = INFRA_RETRIES, backoff: tuple = INFRA_BACKOFF,
+                 pool: Optional[PriorityPool] = None):
         self.backend = backend
         self.history = history if history is not None else History()
         self.fifo, self.retries, self.backoff = fifo, retries, backoff
         self.left = total
         self._lock = threading.Lock()
-        self.pool = PriorityPool(workers, name=name)
+        self.pool = pool or PriorityPool(workers, name=name)
         backend.jobs_left(total)
+
+    def sibling(self, backend, total: int = 0) -> "JobQueue":
+        """A queue for `backend` that shares this one's workers, order and history."""
+        return JobQueue(backend, 0, total, history=self.history, fifo=self.fifo,
+                        retries=self.retries, backoff=self.backoff, pool=self.pool)
+
+    def add(self) -> None:
+        """One more job than `total` will start (e.g. a retry in the next environment)."""
+        with self._lock:
+            self.left += 1
+            self.backend.jobs_left(self.left)
 
     @property
     def closing(self) -> bool:

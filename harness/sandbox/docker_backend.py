@@ -46,6 +46,7 @@ from typing import Optional
 from harness.sandbox import JOB_ENV, Backend, Job, Limits, Outcome, SandboxUnavailable
 from harness.util import faultpoint
 from harness.sandbox import cleanup, image_lookup, runtime as rt
+from harness.sandbox.envs import DEFAULT_ENV
 from harness.sandbox.docker_pool import (WarmPool, Demux, Reaper, Slot, close_sock,
                                          limits_key, short_error)
 from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, new_marker,
@@ -78,7 +79,7 @@ class DockerBackend(Backend):
                  run_id: Optional[str] = None, limits: Optional[Limits] = None, client=None,
                  warm: bool = True, preload: Optional[list[str]] = None,
                  runtime: Optional[str] = None, sweep: bool = True,
-                 warm_size: Optional[int] = None):
+                 warm_size: Optional[int] = None, env: str = DEFAULT_ENV):
         docker = _docker()
         self.limits = limits or Limits()
         self.run_id = run_id or uuid.uuid4().hex[:12]
@@ -96,6 +97,7 @@ class DockerBackend(Backend):
         self.runtime, self._hc_runtime = rt.resolve(self.client, runtime)
         self.start_timeout = rt.start_timeout()
         self._tls = str(getattr(self.client.api, "base_url", "")).startswith("https://")
+        self.sandbox_env = env   # the library era whose lock the image must carry
         self.image_ref, self.image, cfg = self._resolve_image(image, explicit_image)
         user = cfg.get("User") or ""
         self.user = user if not _is_root_user(user) else NONROOT_USER
@@ -130,14 +132,15 @@ class DockerBackend(Backend):
     def _resolve_image(self, image: Optional[str], explicit: bool):
         docker = _docker()
         try:
+            env = self.sandbox_env
             if image:
-                img = image_lookup.check_image(self.client, image, explicit)
+                img = image_lookup.check_image(self.client, image, explicit, env=env)
             else:
-                img = image_lookup.find_image(self.client)
+                img = image_lookup.find_image(self.client, env=env)
                 if img is None:
                     raise SandboxUnavailable(
-                        f"sandbox image {image_lookup.default_tag()} not found: build it with "
-                        "`scicode-harness image build` (or pass --sandbox process)")
+                        f"sandbox image {image_lookup.default_tag(env)} ({env} environment) not found: "
+                        f"build it with `scicode-harness image build --env {env}` (or pass --sandbox process)")
         except image_lookup.ImageError as exc:
             raise SandboxUnavailable(str(exc)) from None
         except docker.errors.ImageNotFound:

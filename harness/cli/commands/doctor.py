@@ -58,13 +58,14 @@ def doctor():
         info = c.version()
         return f"{info.get('Version')} (API {info.get('ApiVersion')})"
 
-    def img():
+    def img(env: str):
         import docker
         from harness.sandbox import image_lookup as image
-        found = image.find_image(docker.from_env())
+        found = image.find_image(docker.from_env(), env=env)
         if found is None:
-            raise RuntimeError("not built: run `scicode-harness image build`")
-        return f"{found.tags[0] if found.tags else found.id[:19]} (lock {image.lock_digest()[:12]})"
+            raise RuntimeError(f"not built: run `scicode-harness image build --env {env}`")
+        return (f"{found.tags[0] if found.tags else found.id[:19]} "
+                f"(lock {image.lock_digest(env=env)[:12]})")
 
     def data():
         from harness.data import dataset
@@ -88,9 +89,13 @@ def doctor():
             raise RuntimeError("not built: `scicode-harness targets build --split dev` (make run does it)")
         return str(p)
 
+    from harness.sandbox.envs import DEFAULT_ENV, ENVS
     results = [_check("python", lambda: platform.python_version()), _check("nemo-evaluator", ne),
-               _check("docker engine", engine), _check("sandbox image", img), _check("dataset", data),
-               _check("test data", test_data), _check("dev targets", dev_targets)]
+               _check("docker engine", engine), _check(f"sandbox image {DEFAULT_ENV}", lambda: img(DEFAULT_ENV)),
+               _check("dataset", data), _check("test data", test_data), _check("dev targets", dev_targets)]
+    for env in ENVS:   # the other eras: needed by --sandbox-envs and the verified tasks
+        if env != DEFAULT_ENV and not _check(f"sandbox image {env}", lambda e=env: img(e)):
+            typer.echo(f"info  the {env} image is needed by --sandbox-envs {env} and the scicode_verified tasks")
     if results[2]:
         _runtimes()
     if not all(results[:5]):

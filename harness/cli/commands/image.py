@@ -21,21 +21,34 @@ def build_cmd(
                                       "python:3.11-slim-bookworm from a registry."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if an image for this lock exists."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print the image id."),
+    env: str = typer.Option("2024", "--env",
+                            help="Sandbox environment: 2024, 2025, or several comma-separated (all: every one)."),
 ):
-    """Build (or reuse) the sandbox image for sandbox_image/requirements.lock."""
+    """Build (or reuse) the sandbox image of each environment's lock (sandbox_image/requirements*.lock)."""
     from harness.build import image
+    envs = _envs(env)
 
     def progress(line: str) -> None:
         if not quiet:
             typer.echo(line, err=True)
 
+    for name in envs:
+        try:
+            image_id = image.build(offline=offline, force=force, progress=progress, env=name)
+        except image.ImageError as e:
+            _fail(f"[{name}] {e}" if len(envs) > 1 else str(e))
+        except KeyboardInterrupt:
+            _fail("interrupted")
+        typer.echo(image_id)
+
+
+def _envs(text: str) -> tuple:
+    from harness.sandbox.envs import ENVS, EnvError, parse_envs
     try:
-        image_id = image.build(offline=offline, force=force, progress=progress)
-    except image.ImageError as e:
-        _fail(str(e))
-    except KeyboardInterrupt:
-        _fail("interrupted")
-    typer.echo(image_id)
+        return ENVS if text.strip() == "all" else parse_envs(text)
+    except EnvError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
 
 
 @app.command("info")
@@ -43,12 +56,14 @@ def info_cmd(
     ref: str = typer.Option(None, "--image", help="Image reference (default: this lock's tag, "
                                                   "else scicode-sandbox:latest)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full description as JSON."),
+    env: str = typer.Option("2024", "--env", help="Sandbox environment: 2024 or 2025."),
 ):
     """Show the image's id, labels and installed package versions."""
     from harness.build import image
 
+    (name,) = _envs(env)[:1]
     try:
-        data = image.info(ref)
+        data = image.info(ref, env=name)
     except image.ImageError as e:
         _fail(str(e))
     if as_json:
@@ -57,6 +72,7 @@ def info_cmd(
     size = data.get("size_bytes") or 0
     rows = [
         ("image", data["ref"]),
+        ("environment", data["env"]),
         ("id", data["id"]),
         ("tags", ", ".join(data["tags"]) or "-"),
         ("size", f"{size / 1e6:.0f} MB"),
@@ -64,7 +80,7 @@ def info_cmd(
         ("user", f"{data.get('user') or '-'} (runs as uid {data.get('uid')})"),
         ("python", data.get("python") or "-"),
         ("lock digest", (data.get("lock_digest") or "missing")
-         + ("" if data["lock_matches"] else "  (DIFFERS from sandbox_image/requirements.lock)")),
+         + ("" if data["lock_matches"] else f"  (DIFFERS from the {data['env']} lock)")),
         ("harness version", data.get("version") or "-"),
         ("base", data.get("base") or "-"),
     ]
