@@ -7,9 +7,10 @@ SH := $(VENV)/bin/scicode-harness
 .PHONY: setup venv docker data image procvenv run test bench container clean
 
 # As root, the process backend drops to uid 65534; that needs an interpreter outside /root.
-# `make test` builds one from the sandbox lock (same versions as the image) so those red-team
-# cases run instead of being skipped.
+# `make test` builds one from each sandbox lock (same versions as the images) so those red-team
+# cases run instead of being skipped, and --sandbox process can run the 2025 environment.
 PROCVENV ?= /opt/scicode-procvenv
+LOCKS := 2024:sandbox_image/requirements.lock 2025:sandbox_image/requirements-2025.lock
 
 setup: venv docker data image
 
@@ -26,22 +27,26 @@ data: venv
 	$(SH) data verify >/dev/null 2>&1 || $(SH) data pull
 
 image: venv docker
-	$(SH) image build --offline
+	$(SH) image build --offline --env all
 
 run: setup
 	$(SH) selftest
 
 procvenv:
 	@if [ "$$(id -u)" = 0 ] && [ -x /usr/bin/python3 ]; then \
-	  if [ ! -f $(PROCVENV)/.lock-$$(sha256sum sandbox_image/requirements.lock | cut -c1-12) ]; then \
-	    rm -rf $(PROCVENV) && /usr/bin/python3 -m venv $(PROCVENV) && \
-	    $(PROCVENV)/bin/pip install -q --require-hashes --only-binary=:all: -r sandbox_image/requirements.lock && \
-	    touch $(PROCVENV)/.lock-$$(sha256sum sandbox_image/requirements.lock | cut -c1-12); \
-	  fi; \
+	  for pair in $(LOCKS); do \
+	    env=$${pair%%:*}; lock=$${pair#*:}; dir=$(PROCVENV)$$([ $$env = 2024 ] || echo -$$env); \
+	    stamp=$$dir/.lock-$$(sha256sum $$lock | cut -c1-12); \
+	    if [ ! -f $$stamp ]; then \
+	      rm -rf $$dir && /usr/bin/python3 -m venv $$dir && \
+	      $$dir/bin/pip install -q --require-hashes --only-binary=:all: -r $$lock && touch $$stamp || exit 1; \
+	    fi; \
+	  done; \
 	fi
 
 test: setup procvenv
 	if [ -x $(PROCVENV)/bin/python ]; then export SCICODE_PROCESS_PYTHON=$(PROCVENV)/bin/python; fi; \
+	if [ -x $(PROCVENV)-2025/bin/python ]; then export SCICODE_PROCESS_PYTHON_2025=$(PROCVENV)-2025/bin/python; fi; \
 	$(VENV)/bin/pytest -q -ra
 
 bench: setup

@@ -22,7 +22,7 @@ from harness.run.preflight import check_endpoint
 from harness.run.store import Store, make_key
 from harness.run.status import StepStatus
 from harness.sandbox import JOB_ENV, Limits, TestResult, cleanup
-from harness.sandbox.envs import VERIFIER_ENV
+from harness.sandbox.envs import DEFAULT_ENV, VERIFIER_ENV
 from harness.util import faultpoint
 from harness.util.paths import sha256_file
 from harness.util.progress import Progress
@@ -61,6 +61,20 @@ class Run:
     reader: Any = None
     splits: dict = field(default_factory=dict)   # step id -> [grade.Split]
     no_target: set = field(default_factory=set)  # steps the test data lacks (--allow-missing-targets)
+    pin: Any = None                              # SciCode-Verified's data pin (--benchmark verified)
+
+    def prefilled(self, problem: dict, step_id: str) -> str:
+        """The reference code of a never-asked step: the verified JSONL carries its own."""
+        if self.pin is not None:
+            from harness.data import verified
+            return verified.prefilled_code(problem, step_id)
+        return dataset.prefilled_code(step_id)
+
+    def data_meta(self) -> Optional[dict]:
+        if self.pin is None:
+            return None
+        from harness.data import verified
+        return verified.describe(self.pin)
 
     @property
     def split(self) -> str:
@@ -87,19 +101,26 @@ def prepare(config: RunConfig) -> Run:
     split, sb, pr = config.split, config.sandbox, config.prompting
     if sb.kind == "process" and sb.runtime not in (None, "runc"):   # before the endpoint check
         raise UserError(f"--sandbox-runtime {sb.runtime} needs the docker sandbox, not --sandbox process")
-    problems = (dataset.read_jsonl(config.problems) if config.problems else dataset.load_problems(split))
+    pin = None
+    if config.benchmark == "verified":
+        from harness.data import verified
+        pin = verified.load_pin(config.verified_pin) if config.verified_pin else verified.official_pin()
+        problems = verified.load_problems(pin)
+    else:
+        problems = (dataset.read_jsonl(config.problems) if config.problems else dataset.load_problems(split))
     tname = prompts.template_name(pr.with_background, pr.template_type)
     template = dataset.template(tname)
     regex = dataset.regex(pr.regex_path) if pr.regex_path else None
     if config.limit_samples:
         problems = problems[: config.limit_samples]
-    test_data = testdata.require(config.grading.test_data, split)
+    given = config.grading.test_data or (verified.test_data_path(pin) if pin else None)  # noqa: F821
+    test_data = testdata.require(given, split)
     no_target = testdata.check_steps(test_data, problems, config.grading.allow_missing_targets)
     cfg = gen_config(config.generation)
     limits = Limits(timeout=sb.timeout, memory=sb.memory, cpus=sb.cpus)
     run = Run(config=config, problems=problems, test_data=test_data, gen_cfg=cfg,
               template=template, regex=regex, limits=limits, out=config.output.dir,
-              test_data_id=sha256_file(test_data))
+              test_data_id=sha256_file(test_data), pin=pin)
     run.sampling = dict(cfg.sampling_params(), template=tname, regex=regex, prefill=pr.prefill)
     run.no_target = set(no_target)
     if run.grading == "strict":
@@ -165,7 +186,7 @@ class Engine:
                 raise Interrupted("signal")
             sid = step["step_number"]
             if sid in dataset.SKIPPED_STEPS:
-                codes.append(prompts.prefill(step, dataset.prefilled_code(sid), run.config.prompting.prefill))
+                codes.append(prompts.prefill(step, run.prefilled(problem, sid), run.config.prompting.prefill))
                 continue
             prompt = prompts.build_prompt(problem, idx, codes, run.template, run.config.with_background)
             key = make_key(model=run.config.model, prompt=prompt, sample=sample, sampling=run.sampling,
@@ -258,7 +279,9 @@ class Engine:
                        image=backend.image, backend=backend.name, env=JOB_ENV,
                        runtime=backend.runtime,
                        limits=[run.limits.timeout, run.limits.memory, run.limits.cpus],
-                       grading=self.grading_key)
+                       grading=self.grading_key,
+                       # the process backend has no image: the era keeps verdicts apart (2024 keys as before)
+                       **({"sandbox_env": env} if env != DEFAULT_ENV else {}))
         rec = self.verdicts.get(key)
         if rec is not None:
             queue.skip()
@@ -436,7 +459,9 @@ def finish(run_: Run, seconds: float) -> int:
     faultpoint.point("report")
     report.write_records(run_.out / "records.jsonl", records)
     path = report.results_path(run_.out, config.model, config.with_background)
-    meta = {"model": config.model, "split": run_.split, "with_background": config.with_background,
+    meta = {"model": config.model, "split": run_.split, "benchmark": config.benchmark,
+            "data": run_.data_meta(),
+            "with_background": config.with_background,
             "n_samples": config.n_samples, "limit_samples": config.limit_samples,
             "sandbox": run_.backend.name, "sandbox_runtime": run_.backend.runtime,
             "image": run_.backend.image, "prefill": config.prompting.prefill,

@@ -14,13 +14,24 @@ def ne(*args, cwd=None):
     return p
 
 
-def test_ls_lists_four_tasks():
+def test_ls_lists_the_six_tasks():
     p = ne("ls")
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     i = lines.index("scicode: ")
-    tasks = [ln.strip("* ").strip() for ln in lines[i + 1:i + 5]]
-    assert tasks == ["scicode", "scicode_background", "scicode_aa_v2", "aa_scicode"]
+    tasks = [ln.strip("* ").strip() for ln in lines[i + 1:i + 7]]
+    assert tasks == ["scicode", "scicode_background", "scicode_verified", "scicode_verified_background",
+                     "scicode_aa_v2", "aa_scicode"]
+
+
+def test_verified_tasks_render_the_benchmark_and_both_envs_by_default(tmp_path):
+    for task, background in (("scicode_verified", False), ("scicode.scicode_verified_background", True)):
+        cfg, cmd = dry_run(tmp_path, "--eval_type", task)
+        assert "--benchmark=verified" in cmd and ("--with-background" in cmd) == background
+        assert "--sandbox-envs" not in cmd   # scicode_eval's default for verified: 2024,2025
+    _, cmd = dry_run(tmp_path, "--eval_type", "scicode", "--overrides",
+                     "config.params.extra.sandbox_envs=2025,config.params.extra.full_envs=true")
+    assert "--sandbox-envs=2025" in cmd and "--full-envs" in cmd and "--benchmark" not in cmd
 
 
 def dry_run(tmp_path, *extra):

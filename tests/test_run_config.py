@@ -92,3 +92,20 @@ def test_a_bad_backoff_is_one_line_not_a_traceback():
     assert config(env={"SCICODE_GEN_BACKOFF_BASE": "0.05"}).generation.backoff_base == 0.05
     with pytest.raises(UserError, match="SCICODE_GEN_BACKOFF_BASE='fast' is not a number"):
         config(env={"SCICODE_GEN_BACKOFF_BASE": "fast"})
+
+
+def test_sandbox_envs_default_per_benchmark_and_process_interpreters():
+    from harness.errors import UserError
+    assert (config().sandbox.envs, config().sandbox.full_envs, config().benchmark) == (("2024",), False, "scicode")
+    v = config("--benchmark", "verified", env={"SCICODE_VERIFIED_PIN": "pin.json"})
+    assert v.benchmark == "verified" and v.sandbox.envs == ("2024", "2025") and v.verified_pin == Path("pin.json")
+    c = config("--sandbox-envs", "2025,2024", "--full-envs",
+               env={"SCICODE_PROCESS_PYTHON_2025": "/v25/bin/python", "SCICODE_PROCESS_PYTHON_2030": "x"})
+    assert c.sandbox.envs == ("2025", "2024") and c.sandbox.full_envs
+    assert dict(c.sandbox.env_pythons) == {"2025": "/v25/bin/python"}
+    assert config("--benchmark", "verified", "--sandbox-envs", "2024").sandbox.envs == ("2024",)
+    for bad in (["--sandbox-envs", "2023"], ["--sandbox-envs", "2024,2024"],
+                ["--benchmark", "verified", "--split", "dev"], ["--benchmark", "verified", "--include-dev"]):
+        with pytest.raises(UserError) as e:
+            config(*bad)
+        assert "\n" not in str(e.value)

@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
     a("--regex-path", default=None, help="regex file for code extraction (path or packaged name)")
     a("--prompt-template-type", default=None, help="template file name (e.g. background_comment_template.txt)")
     # ours
+    a("--benchmark", choices=_values(C.Benchmark), default="scicode",
+      help="scicode: the original data; verified: SciCode-Verified (the human-verified correction of "
+           "the test split; `scicode-harness data pull --benchmark verified` fetches it)")
     a("--split", choices=_values(C.Split), default=None, help="default: test (all with --include-dev); an explicit --split wins over --include-dev")
     a("--test-data", type=Path, default=None, help="test_data.h5 (else $SCICODE_TEST_DATA, else the cache)")
     a("--sandbox", choices=_values(C.SandboxKind), default="auto")
@@ -142,6 +145,7 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
     from harness.run import config as C
     from harness.sandbox.envs import ENVS
     env = os.environ if env is None else env
+    verified = args.benchmark == "verified"
     gen = C.Generation(
         url=args.url, model=args.model, temperature=args.temperature, extra_params=args.extra_params or "",
         concurrency=args.concurrent_requests,
@@ -154,7 +158,8 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
     sandbox = C.Sandbox(kind=args.sandbox, runtime=args.sandbox_runtime, image=args.sandbox_image,
                         timeout=args.sandbox_timeout, memory=args.sandbox_memory, cpus=args.sandbox_cpus,
                         workers=args.eval_threads, process_python=env.get("SCICODE_PROCESS_PYTHON") or None,
-                        envs=sandbox_envs(args.sandbox_envs, "2024"), full_envs=args.full_envs,
+                        envs=sandbox_envs(args.sandbox_envs, "2024,2025" if verified else "2024"),
+                        full_envs=args.full_envs,
                         env_pythons=MappingProxyType({e: env[f"SCICODE_PROCESS_PYTHON_{e}"] for e in ENVS
                                                       if env.get(f"SCICODE_PROCESS_PYTHON_{e}")}))
     grading = C.Grading(mode=args.grading or "strict", test_data=args.test_data,
@@ -165,7 +170,14 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
     # an explicit --split wins: --include-dev is a task default (aa_scicode, scicode_aa_v2)
     # the user's own `config.params.extra.split` must be able to override
     split = args.split or ("all" if args.include_dev else "test")
-    return C.RunConfig(generation=gen, split=split, problems=args.problems, limit_samples=args.limit_samples,
+    if verified and (split != "test" or args.problems):
+        from harness.errors import UserError
+        raise UserError("--benchmark verified is SciCode-Verified's test split: drop --split/--include-dev/"
+                        "--problems (or use --benchmark scicode)")
+    pin = env.get("SCICODE_VERIFIED_PIN") or None
+    return C.RunConfig(generation=gen, split=split, benchmark=args.benchmark,
+                       verified_pin=Path(pin) if pin else None,
+                       problems=args.problems, limit_samples=args.limit_samples,
                        n_samples=args.n_samples, prompting=prompting, sandbox=sandbox, grading=grading,
                        output=output)
 

@@ -4,22 +4,26 @@ Primary source: the Hugging Face mirror xantheocracy/scicode-mirror at a pinned
 revision (the same file and sha256 inspect_evals pins); fallback: the upstream
 Google Drive file. Downloads stream into ``<dest>.part`` and resume with an HTTP
 Range request after a cut connection or an interrupted run; the finished file
-is checked against the pinned sha256 and only then renamed into place.
+is checked against the pinned sha256 and only then renamed into place. The same
+downloader serves other pinned files (pull_test_data's name, expected_md5 and
+expected_sha256), e.g. SciCode-Verified's test_data_cleaned.h5.
 
 Selection order for a run (`resolve_test_data`): an explicit path, else
 $SCICODE_TEST_DATA, else the cached download.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
 import ssl
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
 from harness.errors import HarnessError, UserError
-from harness.util.paths import cache_dir, sha256_file, targets_path
+from harness.util.paths import atomic_path, cache_dir, targets_path
 
 TEST_DATA_NAME = "test_data.h5"
 TEST_DATA_SHA256 = "48b0272a88b17dbd29777c217e1b4fb2b019b92e11cc2add847409db9541b890"
@@ -66,12 +70,42 @@ def http_client(timeout: float = 60.0, **kwargs):
     return httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)), **kwargs)
 
 
+# ---------------------------------------------------------------- hashes and the verified-stamp
+
+def _expected(sha256: str | None, md5: str | None) -> dict[str, str]:
+    """{algorithm: hex digest} to check; neither given means the pinned TEST_DATA_SHA256."""
+    if not sha256 and not md5:
+        sha256 = TEST_DATA_SHA256
+    return {a: d for a, d in (("sha256", sha256), ("md5", md5)) if d}
 
 
-# ---------------------------------------------------------------- verified-stamp
+def file_digests(path: Path, algorithms: Iterable[str]) -> dict[str, str]:
+    """Hex digests of a file, every algorithm in one pass."""
+    hashes = {a: hashlib.new(a) for a in algorithms}
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            for h in hashes.values():
+                h.update(chunk)
+    return {a: h.hexdigest() for a, h in hashes.items()}
+
+
+def hash_mismatch(expected: dict[str, str], actual: dict[str, str]) -> str | None:
+    """"md5 mismatch (expected X, actual Y)" for the first digest that differs, else None."""
+    for a, want in expected.items():
+        if actual.get(a) != want:
+            return f"{a} mismatch (expected {want}, actual {actual.get(a)})"
+    return None
+
 
 def _stamp_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
+    return path.with_name(path.name + ".sha256")   # the name predates md5 checks
+
+
+def _stamp_key(expected: dict[str, str]) -> str:
+    # a sha256 alone is written bare, as stamps were before md5 checks existed
+    if set(expected) == {"sha256"}:
+        return expected["sha256"]
+    return ",".join(f"{a}:{expected[a]}" for a in sorted(expected))
 
 
 def _sig(path: Path) -> str:
@@ -79,32 +113,37 @@ def _sig(path: Path) -> str:
     return f"{st.st_size} {st.st_mtime_ns}"
 
 
-def _write_stamp(path: Path, digest: str):
+def _write_stamp(path: Path, expected: dict[str, str]):
     try:
-        _stamp_path(path).write_text(f"{digest} {_sig(path)}\n")
+        _stamp_path(path).write_text(f"{_stamp_key(expected)} {_sig(path)}\n")
     except OSError:
         pass
 
 
-def verify_test_data(path: Path, expected_sha256: str | None = None) -> None:
-    """Raise TestDataError unless path hashes to expected_sha256 (default: the pinned
-    TEST_DATA_SHA256). A stamp file written next to a verified download skips
-    re-hashing while size and mtime are unchanged."""
-    expected_sha256 = expected_sha256 or TEST_DATA_SHA256
+def _stamp_ok(path: Path, expected: dict[str, str]) -> bool:
+    try:
+        key, sig = _stamp_path(path).read_text().strip().split(" ", 1)
+        return key == _stamp_key(expected) and sig == _sig(path)
+    except (OSError, ValueError):
+        return False
+
+
+def verify_test_data(path: Path, expected_sha256: str | None = None, *, expected_md5: str | None = None,
+                     fresh: bool = False, pull_hint: str = PULL_HINT) -> None:
+    """Raise TestDataError unless path hashes to expected_sha256 and/or expected_md5 (neither:
+    the pinned TEST_DATA_SHA256). A stamp file written next to a verified download skips
+    re-hashing while size and mtime are unchanged (fresh=True hashes anyway)."""
+    expected = _expected(expected_sha256, expected_md5)
     path = Path(path)
     if not path.is_file():
-        raise TestDataError(f"{path} not found: run `{PULL_HINT}`")
-    try:
-        digest, sig = _stamp_path(path).read_text().strip().split(" ", 1)
-        if digest == expected_sha256 and sig == _sig(path):
-            return
-    except (OSError, ValueError):
-        pass
-    actual = sha256_file(path)
-    if actual != expected_sha256:
-        raise TestDataError(f"{path}: sha256 mismatch (expected {expected_sha256}, actual {actual}); "
-                            f"the file is tampered or truncated: run `{PULL_HINT} --force`")
-    _write_stamp(path, actual)
+        raise TestDataError(f"{path} not found: run `{pull_hint}`")
+    if not fresh and _stamp_ok(path, expected):
+        return
+    bad = hash_mismatch(expected, file_digests(path, expected))
+    if bad:
+        _stamp_path(path).unlink(missing_ok=True)
+        raise TestDataError(f"{path}: {bad}; the file is tampered or truncated: run `{pull_hint} --force`")
+    _write_stamp(path, expected)
 
 
 def resolve_test_data(explicit_path: str | os.PathLike | None = None) -> Path | None:
@@ -234,27 +273,60 @@ def _fetch_url(client, url, part, progress, retries, backoff) -> bool:
             failures = 0 if after > before else failures + 1
             if failures > retries:
                 raise _Fatal(f"{e} (after {retries} retries)") from None
-            progress.progress(f"{TEST_DATA_NAME}: {e}; resuming at {_fmt_mb(after)}")
+            progress.progress(f"{progress.label}: {e}; resuming at {_fmt_mb(after)}")
             time.sleep(min(backoff * (2 ** max(failures - 1, 0)), 30.0))
+
+
+def _download(client, urls: list[str], part: Path, dest: Path, expected: dict[str, str], name: str,
+              progress, retries: int, backoff: float) -> list[str]:
+    """Try urls in order into `part`; on the first that verifies, rename it to dest and return [].
+    Else the errors, one per url."""
+    errors = []
+    for url in urls:
+        for attempt in (1, 2):
+            resumed = part.exists() and part.stat().st_size > 0
+            progress(f"downloading {name} from {url}"
+                     + (f" (resuming at {_fmt_mb(part.stat().st_size)})" if resumed else ""))
+            try:
+                if _fetch_url(client, url, part, _Progress(progress, name), retries, backoff):
+                    resumed = True
+            except _Fatal as e:
+                errors.append(f"{url}: {e}")
+                break
+            bad = hash_mismatch(expected, file_digests(part, expected))
+            if bad is None:
+                os.replace(part, dest)
+                _write_stamp(dest, expected)
+                shown = ", ".join(f"{a} {d[:12]}..." for a, d in expected.items())
+                progress(f"{dest} verified ({shown})")
+                return []
+            part.unlink(missing_ok=True)
+            if resumed and attempt == 1:
+                progress("the resumed download does not verify; starting over")
+                continue
+            errors.append(f"{url}: {bad}")
+            break
+    return errors
 
 
 def pull_test_data(dest: str | os.PathLike | None = None, urls: Iterable[str] | None = None,
                    progress: Callable[[str], None] | None = print, *,
-                   expected_sha256: str | None = None, force: bool = False,
+                   expected_sha256: str | None = None, expected_md5: str | None = None,
+                   name: str = TEST_DATA_NAME, fallback: str | None = None, force: bool = False,
                    retries: int = 4, backoff: float = 1.0, client=None) -> Path:
-    """Download test_data.h5 to dest (default: the cache), trying urls in order
-    (default: the Hugging Face mirror, then Google Drive). Resumable; verified
-    against expected_sha256 (default: the pinned TEST_DATA_SHA256); atomic.
-    Raises TestDataError with one line."""
+    """Download test_data.h5 (or another pinned file: `name`) to dest (default: the cache),
+    trying urls in order (default: the Hugging Face mirror, then Google Drive). Resumable;
+    verified against expected_sha256 and/or expected_md5 (neither: the pinned TEST_DATA_SHA256);
+    atomic. Raises TestDataError with one line, ending with `fallback` (default: --test-data)."""
     progress = progress or (lambda msg: None)
-    expected_sha256 = expected_sha256 or TEST_DATA_SHA256
-    dest = Path(dest).expanduser() if dest else default_path()
+    expected = _expected(expected_sha256, expected_md5)
+    dest = Path(dest).expanduser() if dest else default_path().with_name(name)
     urls = list(urls) if urls else list(DEFAULT_URLS)
     if dest.is_dir():
-        dest = dest / TEST_DATA_NAME
+        dest = dest / name
     if not force and dest.is_file():
         try:
-            verify_test_data(dest, expected_sha256)
+            verify_test_data(dest, expected_sha256, expected_md5=expected_md5)
             progress(f"{dest} already present and verified")
             return dest
         except TestDataError:
@@ -266,36 +338,31 @@ def pull_test_data(dest: str | os.PathLike | None = None, urls: Iterable[str] | 
 
     own = client is None
     client = client or http_client(timeout=60.0)
-    errors = []
     try:
-        for url in urls:
-            for attempt in (1, 2):
-                resumed = part.exists() and part.stat().st_size > 0
-                progress(f"downloading {TEST_DATA_NAME} from {url}"
-                         + (f" (resuming at {_fmt_mb(part.stat().st_size)})" if resumed else ""))
-                try:
-                    if _fetch_url(client, url, part, _Progress(progress, TEST_DATA_NAME), retries, backoff):
-                        resumed = True
-                except _Fatal as e:
-                    errors.append(f"{url}: {e}")
-                    break
-                actual = sha256_file(part)
-                if actual == expected_sha256:
-                    os.replace(part, dest)
-                    _write_stamp(dest, actual)
-                    progress(f"{dest} verified (sha256 {actual[:12]}...)")
-                    return dest
-                part.unlink(missing_ok=True)
-                if resumed and attempt == 1:
-                    progress("the resumed download does not verify; starting over")
-                    continue
-                errors.append(f"{url}: sha256 mismatch (expected {expected_sha256}, actual {actual})")
-                break
+        errors = _download(client, urls, part, dest, expected, name, progress, retries, backoff)
     finally:
         if own:
             client.close()
-    raise TestDataError(f"could not download {TEST_DATA_NAME}: " + "; ".join(errors)
-                        + f"; or fetch it elsewhere and pass --test-data PATH / ${ENV_TEST_DATA}")
+    if not errors:
+        return dest
+    fallback = fallback or f"or fetch it elsewhere and pass --test-data PATH / ${ENV_TEST_DATA}"
+    raise TestDataError(f"could not download {name}: " + "; ".join(errors) + f"; {fallback}")
+
+
+def copy_test_data(src: Path, dest: Path, progress: Callable[[str], None] | None = print, *,
+                   expected_sha256: str | None = None, expected_md5: str | None = None) -> Path:
+    """Copy a local file to dest, verified before it is renamed into place (atomic) and stamped."""
+    progress = progress or (lambda msg: None)
+    expected = _expected(expected_sha256, expected_md5)
+    progress(f"copying {src} to {dest}")
+    with atomic_path(dest, 0o644) as tmp:
+        shutil.copyfile(src, tmp)
+        bad = hash_mismatch(expected, file_digests(tmp, expected))
+        if bad:
+            raise TestDataError(f"{dest.name} from {src}: {bad}")
+    _write_stamp(dest, expected)
+    progress(f"{dest} verified")
+    return dest
 
 
 # ---------------------------------------------------------------- a run's test data

@@ -12,6 +12,7 @@ from harness.sandbox.registry import SandboxKind
 from harness.sandbox.runtime import Runtime
 
 Split = Literal["test", "dev", "all"]
+Benchmark = Literal["scicode", "verified"]   # verified: SciCode-Verified's corrected test split
 GradingMode = Literal["strict", "inprocess"]   # inprocess: unsafe, model code shares the verdict's process
 Prefill = Literal["verbatim", "extract"]
 ProgressStyle = Literal["auto", "rich", "plain"]
@@ -77,6 +78,8 @@ class Output:
 class RunConfig:
     generation: Generation
     split: Split = "test"              # resolved: an explicit --split wins over --include-dev
+    benchmark: Benchmark = "scicode"
+    verified_pin: Optional[Path] = None   # $SCICODE_VERIFIED_PIN: a mirror's (or a test's) pin file
     problems: Optional[Path] = None    # own problems JSONL instead of the split
     limit_samples: Optional[int] = None
     n_samples: int = 1

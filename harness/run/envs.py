@@ -38,7 +38,7 @@ def open_backends(config: RunConfig, limits: Limits, workers: int) -> dict[str, 
             else:
                 options["env"] = env
             own_image = sb.image if i == 0 else None   # --sandbox-image names the first env's image
-            if env not in sb.envs:
+            if env not in sb.envs and sb.kind != "process":
                 options["warm"] = False   # the verifier's environment: no candidate runs there
             out[env] = get_backend(sb.kind, image=own_image, explicit_image=bool(own_image),
                                    workers=workers, run_id=uuid.uuid4().hex[:12], limits=limits,
@@ -101,7 +101,8 @@ def summary(envs: tuple, full: bool, backends: Mapping[str, Backend], records: l
         if len(envs) > 1 and len(passed) == 1 and (len(per) == len(envs) or passed[0] != envs[0]):
             only[passed[0]].append(r["step_id"])
     return {"envs": list(envs), "full": full,
-            "images": {e: backends[e].image for e in envs if e in backends},
+            # an image id (docker), else the interpreter (process)
+            "images": {e: backends[e].image or getattr(backends[e], "python", None) for e in envs if e in backends},
             "counts": ran, "passed": {e: ran[e].get("pass", 0) for e in envs},
             "rescued": len(rescued), "rescued_steps": rescued,
             "passed_only_in": {e: sorted(set(v)) for e, v in only.items()}}

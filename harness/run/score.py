@@ -2,7 +2,8 @@
 
 steps_pass@1    = mean over samples of (passing scored steps / scored steps)
 problems_pass@1 = mean over samples of [every scored step of the problem passes]
-Scored steps are the steps with test cases (288 test / 50 dev / 338 all).
+Scored steps are the steps with test cases, less the never-asked 13.6, 62.1 and 76.3
+(288 test / 50 dev / 338 all; SciCode-Verified: 287).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from harness.data.dataset import SKIPPED_STEPS
 from harness.run.status import STEP_STATUSES, StepStatus
 
 NV_SKIP = {"13": 6, "62": 1, "76": 3}  # the steps NVIDIA 26.3 means to skip (1-based)
@@ -31,7 +33,8 @@ class Scores:
 
 
 def scored_steps(problem: dict) -> list[str]:
-    return [s["step_number"] for s in problem["sub_steps"] if s.get("test_cases")]
+    return [s["step_number"] for s in problem["sub_steps"]
+            if s.get("test_cases") and s["step_number"] not in SKIPPED_STEPS]
 
 
 def stderr(values: list[float]) -> float | None:
