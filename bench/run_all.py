@@ -9,6 +9,7 @@ Sections (see bench/README.md):
   generation  goal 3: fake endpoint with fixed latency, n-samples 3, wall vs critical path
   memory      goal 4: the harness's peak RSS over an n-samples-3 run
   runsc       issue 14: gold dev run, --sandbox-runtime runsc vs runc, alternated; where the time goes
+  envs        issue 19: --sandbox-envs 2024,2025 vs 2024 on gold and all-wrong dev answers; gold under 2025
 
 Figures are ratios within this one run and medians of repeats; the repeat counts
 are kept low so the whole run stays under ~20 minutes on a 2-core machine (stated
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (BENCH, RUNS, external_load, fmt_mb, image_versions, log, machine_info,  # noqa: E402
                      machine_table, pure_python_speed, write_json)
 
-SECTIONS = ("overhead", "pipeline", "nvidia", "generation", "memory", "runsc")
+SECTIONS = ("overhead", "pipeline", "nvidia", "generation", "memory", "runsc", "envs")
 
 
 def section_overhead(a) -> dict:
@@ -49,6 +50,11 @@ def section_pipeline(a) -> dict:
 def section_runsc(a) -> dict:
     import runsc_overhead
     return runsc_overhead.run(rounds=a.rounds, workers=a.workers, concurrency=16)
+
+
+def section_envs(a) -> dict:
+    import envs_overhead
+    return envs_overhead.run(rounds=a.rounds, workers=a.workers, concurrency=16)
 
 
 def section_nvidia(a) -> dict:
@@ -147,8 +153,9 @@ def write_results(info, speed, ext, res, errors, times, a, total) -> Path:
               "generation": "3. Generation against the critical path (`bench/generation.py`)",
               "memory": "4. Harness memory (`bench/memory.py`)",
               "overhead": "Issue 3: sandbox overhead on a trivial job (`bench/sandbox_overhead.py`)",
-              "runsc": "Issue 14: gVisor (runsc) against runc (`bench/runsc_overhead.py`)"}
-    for s in ("pipeline", "nvidia", "generation", "memory", "overhead", "runsc"):
+              "runsc": "Issue 14: gVisor (runsc) against runc (`bench/runsc_overhead.py`)",
+              "envs": "Issue 19: a second sandbox environment (`bench/envs_overhead.py`)"}
+    for s in ("pipeline", "nvidia", "generation", "memory", "overhead", "runsc", "envs"):
         if s not in res and s not in errors:
             continue
         L += [f"## {titles[s]}", ""]
