@@ -59,7 +59,7 @@ RUN /opt/venv/bin/scicode-harness data pull --from /tmp/scicode-data \
      && /opt/venv/bin/python -c "from harness.data.testdata import default_path, verify_test_data; verify_test_data(default_path()); print('test_data.h5 verified')"; \
     fi \
  && /opt/venv/bin/nemo-evaluator ls > /tmp/ls.txt 2>&1 \
- && for t in scicode scicode_background scicode_aa_v2 aa_scicode; do grep -q "\* $t\$" /tmp/ls.txt || { cat /tmp/ls.txt; exit 1; }; done \
+ && for t in scicode scicode_background scicode_verified scicode_verified_background scicode_aa_v2 aa_scicode; do grep -q "\* $t\$" /tmp/ls.txt || { cat /tmp/ls.txt; exit 1; }; done \
  && rm -rf /opt/scicode-cache/logs /opt/scicode-cache/*.lock \
  && mkdir -p /opt/scicode-cache/targets /opt/scicode-cache/logs \
  && chmod -R a+rX,go-w /opt/scicode-cache /opt/scicode-harness \

@@ -22,7 +22,8 @@ FRAMEWORK = ROOT / "core_evals" / "scicode" / "framework.yml"
 SANDBOX_DIR = ROOT / "sandbox_image"
 # What goes into the project wheel (copied to a clean directory first).
 SOURCE_ITEMS = ("pyproject.toml", "README.md", "LICENSE", "harness", "core_evals")
-SANDBOX_FILES = ("Dockerfile", "requirements.in", "requirements.lock", "update_lock.py")
+SANDBOX_FILES = ("Dockerfile", "requirements.in", "requirements.lock", "requirements-2025.in", "requirements-2025.lock",
+                 "update_lock.py")
 
 
 class ContainerError(HarnessError, RuntimeError):
