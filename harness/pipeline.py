@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.data import dataset, testdata
+from harness.data import dataset, testdata, verified
 from harness.errors import UserError
 from harness.run import candidate, envs, generate, grade, prompts, report, schedule, score
 from harness.run.config import Generation, GradingMode, RunConfig
@@ -66,15 +66,11 @@ class Run:
     def prefilled(self, problem: dict, step_id: str) -> str:
         """The reference code of a never-asked step: the verified JSONL carries its own."""
         if self.pin is not None:
-            from harness.data import verified
             return verified.prefilled_code(problem, step_id)
         return dataset.prefilled_code(step_id)
 
     def data_meta(self) -> Optional[dict]:
-        if self.pin is None:
-            return None
-        from harness.data import verified
-        return verified.describe(self.pin)
+        return verified.describe(self.pin) if self.pin is not None else None
 
     @property
     def split(self) -> str:
@@ -103,7 +99,6 @@ def prepare(config: RunConfig) -> Run:
         raise UserError(f"--sandbox-runtime {sb.runtime} needs the docker sandbox, not --sandbox process")
     pin = None
     if config.benchmark == "verified":
-        from harness.data import verified
         pin = verified.load_pin(config.verified_pin) if config.verified_pin else verified.official_pin()
         problems = verified.load_problems(pin)
     else:
@@ -113,7 +108,7 @@ def prepare(config: RunConfig) -> Run:
     regex = dataset.regex(pr.regex_path) if pr.regex_path else None
     if config.limit_samples:
         problems = problems[: config.limit_samples]
-    given = config.grading.test_data or (verified.test_data_path(pin) if pin else None)  # noqa: F821
+    given = config.grading.test_data or (verified.test_data_path(pin) if pin else None)
     test_data = testdata.require(given, split)
     no_target = testdata.check_steps(test_data, problems, config.grading.allow_missing_targets)
     cfg = gen_config(config.generation)
