@@ -93,6 +93,7 @@ def test_verified_task_end_to_end_through_nemo_evaluator(served, tmp_path, sandb
     p = subprocess.run([str(BIN / "scicode-harness"), "data", "pull", "--benchmark", "verified"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
+    assert "strict grading: 9 scored steps" in p.stdout and "all split" in p.stdout
     ref = make_server("127.0.0.1", 0, problems_path=gold)
     threading.Thread(target=ref.serve_forever, daemon=True).start()
     out = tmp_path / "out"

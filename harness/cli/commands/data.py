@@ -72,6 +72,7 @@ def pull_cmd(
         if vpin is not None:
             from harness.data import verified
             verified.pull(vpin, source=from_, force=force, progress=typer.echo, with_h5=not no_h5)
+            typer.echo(_split_report(verified.load_problems(vpin)))
         else:
             dataset.pull(from_ if from_ is not None else source, force=force, progress=typer.echo)
     except dataset.DataError as e:
@@ -102,6 +103,31 @@ def verify_cmd(
             typer.echo(e, err=True)
         raise typer.Exit(1)
     typer.echo(f"all {len(report)} files verified in {where}")
+    if vpin is not None:
+        from harness.data import verified
+        typer.echo(_split_report(verified.load_problems(vpin)))
+
+
+def _split_report(problems: list[dict]) -> str:
+    """How strict grading reads the problems' test cases: how many split, and any that fall back."""
+    from harness.run import grade
+    from harness.run.score import scored_steps
+    splits = {}
+    for p in problems:
+        keep = set(scored_steps(p))
+        for i, step in enumerate(p["sub_steps"]):
+            if step["step_number"] in keep:
+                splits[step["step_number"]] = grade.plan(p, i)
+    c = grade.counts(splits)
+    line = (f"strict grading: {len(splits)} scored steps, {c['tests']} test cases, all split "
+            f"({c['target']} compare with the target, {c['test']} with values in the test)")
+    if c["unsupported"]:
+        why = "; ".join(f"{name}: {sp.error}" for name, sp in (
+            (f"{sid} test{i + 1}", sp) for sid, sps in splits.items() for i, sp in enumerate(sps))
+            if not sp.supported)
+        line = (f"strict grading: {len(splits)} scored steps, {c['tests']} test cases, "
+                f"{c['unsupported']} do not split (each is an error, never a pass): {why}")
+    return line
 
 
 @app.command("path")
