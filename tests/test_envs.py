@@ -5,10 +5,12 @@ only one era and leaves the value unchanged where it works:
 
 * fidelity (19.2): the fidelity of a density matrix with itself, (tr |sqrtm(rho) sqrtm(rho)|)^2
   = 1.0 through `scipy.linalg.sqrtm` of a complex matrix and `np.linalg.svd`. In 2024 sqrtm
-  returns complex256, which numpy 1.26's linalg rejects (TypeError): error there, pass in 2025.
+  returns complex256, which numpy 1.26's linalg rejects: the tests raise TypeError there (the
+  program completes: `fail`), pass in 2025.
 * simps (4.1): round(simps([1, 1, 1], dx=0.5)) = 1 with `from scipy.integrate import simps` in
   the problem's dependencies (as SciCode problems have it; the harness strips import lines from
-  answers): pass in 2024, ImportError in 2025 (simps is gone from scipy 1.14).
+  answers): pass in 2024; in 2025 the program stops at the import (`error`: simps is gone
+  from scipy 1.14).
 
 Every other step is answered with gold code. Four small runs (problems 1, 4, 19, 38: seven
 steps; `2024`, `2025`, `2024,2025`, `2024,2025 --full-envs`) and one gold run of the whole dev
@@ -42,11 +44,11 @@ RUNS = {"2024": ["--sandbox-envs", "2024"], "2025": ["--sandbox-envs", "2025"],
         "full": ["--sandbox-envs", "2024,2025", "--full-envs"]}
 # run name -> {probe step: (status, {env: status} in records, deciding env)}; other steps pass
 EXPECT = {
-    "2024": {FIDELITY: ("error", None, None), SIMPS: ("pass", None, None)},
+    "2024": {FIDELITY: ("fail", None, None), SIMPS: ("pass", None, None)},
     "2025": {FIDELITY: ("pass", None, None), SIMPS: ("error", None, None)},
-    "2024,2025": {FIDELITY: ("pass", {"2024": "error", "2025": "pass"}, "2025"),
+    "2024,2025": {FIDELITY: ("pass", {"2024": "fail", "2025": "pass"}, "2025"),
                   SIMPS: ("pass", {"2024": "pass"}, "2024")},
-    "full": {FIDELITY: ("pass", {"2024": "error", "2025": "pass"}, "2025"),
+    "full": {FIDELITY: ("pass", {"2024": "fail", "2025": "pass"}, "2025"),
              SIMPS: ("pass", {"2024": "pass", "2025": "error"}, "2024")},
 }
 OTHERS = {"2024": (None, None), "2025": (None, None), "2024,2025": ({"2024": "pass"}, "2024"),
@@ -81,10 +83,9 @@ class Runs:
     def __init__(self, base, tmp):
         self.base, self.tmp, self.procs, self.done = base, tmp, {}, {}
 
-    def start(self, name, url, problems_file, *flags):
+    def start(self, name, url, *flags):
         out = self.tmp / name.replace(",", "_")
-        argv = [*self.base, "--url", url, "--problems", str(problems_file), "--output-dir", str(out),
-                *flags]
+        argv = [*self.base, "--url", url, "--output-dir", str(out), *flags]
         self.procs[name] = (out, subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=dict(os.environ, SCICODE_GEN_BACKOFF_BASE="0.05")))
@@ -118,12 +119,9 @@ def runs(tmp_path_factory, dev_problems, dev_targets, sandbox_image, sandbox_ima
     assert len(subset) == len(SUBSET)
     pfile = tmp / "subset.jsonl"
     pfile.write_text("".join(json.dumps(p) + "\n" for p in subset))
-    dfile = tmp / "dev.jsonl"
-    dfile.write_text("".join(json.dumps(p) + "\n" for p in dev_problems))
     gold_index = reference.StepIndex(dev_problems)
-    probe_index = reference.StepIndex(subset)
 
-    def answer(prompt, body):   # the subset's problems have the probes, the whole split gold code
+    def answer(prompt, body):   # the subset's runs get the probes, the whole split's gold code
         if body.get("model") == "probe":
             return respond(prompt, body)
         return reference.answer_for(gold_index.find(prompt), "gold")
@@ -134,13 +132,12 @@ def runs(tmp_path_factory, dev_problems, dev_targets, sandbox_image, sandbox_ima
     with FakeEndpoint(answer) as ep:
         try:
             for name, flags in RUNS.items():
-                runs.start(name, ep.url, pfile, "--model", "probe", *flags)
-            runs.start("gold", ep.url, dfile, "--model", "gold", "--sandbox-envs", "2024,2025")
+                runs.start(name, ep.url, "--problems", str(pfile), "--model", "probe", *flags)
+            runs.start("gold", ep.url, "--split", "dev", "--model", "gold", "--sandbox-envs", "2024,2025")
             for name in [*RUNS, "gold"]:
                 runs.get(name)
         finally:
             runs.stop()
-    assert len(probe_index) == 7
     runs.images = {"2024": sandbox_image.id, "2025": sandbox_image_2025.id}
     return runs
 
@@ -188,12 +185,12 @@ def test_results_sandbox_envs_block(runs, name):
     envs = ["2024", "2025"] if "," in RUNS[name][1] else [name]
     assert block["envs"] == envs and block["full"] == (name == "full")
     assert block["images"] == {e: runs.images[e] for e in envs}
-    counts = {"2024": {"pass": 6, "error": 1}, "2025": {"pass": 6, "error": 1}}
+    counts = {"2024": {"pass": 6, "fail": 1}, "2025": {"pass": 6, "error": 1}}
     if name == "2024,2025":   # only the step that failed in 2024 ran in 2025
         counts["2025"] = {"pass": 1}
     assert block["counts"] == {e: counts[e] for e in envs}
     assert block["passed"] == {e: sum(v for k, v in counts[e].items() if k == "pass") for e in envs}
-    rescued = [{"step_id": FIDELITY, "sample": 0, "env": "2025", "2024": "error"}] if len(envs) > 1 else []
+    rescued = [{"step_id": FIDELITY, "sample": 0, "env": "2025", "2024": "fail"}] if len(envs) > 1 else []
     assert block["rescued"] == len(rescued) and block["rescued_steps"] == rescued
     only = {"2024": [], "2025": [FIDELITY]} if len(envs) > 1 else {name: []}
     if name == "full":   # every env ran every step: what passed only in 2024 is known too

@@ -7,6 +7,10 @@ are all 0.0 and 78.2's tests accept an all-zero trajectory (see README). The bas
 `honest_zero` and `honest_zero_array` (every function returns 0.0, or an array of zeros)
 measure that; forgers that claim zeros may pass
 what it passes and nothing else.
+
+The run is made once per sandbox environment the candidates run in (`--sandbox-envs 2024`,
+then `2025`: numpy 2.4/scipy 1.17 in the sandbox, the verifier still on 2024); every attack
+must score in 2025 what it scores in 2024.
 """
 import json
 import os
@@ -135,13 +139,17 @@ ATTACKS = {
     "bool_guess": "def {name}(*a, **k):\n    return True\n",
 }
 NAMES = list(ATTACKS)
+SCORES: dict = {}   # env -> attack -> steps passed, to compare each env with 2024
 
 
-@pytest.fixture(scope="module")
-def attack_run(tmp_path_factory, dev_problems, dev_targets, sandbox_image):
+@pytest.fixture(scope="module", params=["2024", "2025"])
+def attack_run(request, tmp_path_factory, dev_problems, dev_targets, sandbox_image):
+    """One run per sandbox environment the candidates run in (the verifier stays on 2024)."""
     from harness.reference import StepIndex
+    image = sandbox_image if request.param == "2024" else request.getfixturevalue(
+        f"sandbox_image_{request.param}")
     index = StepIndex(dev_problems)
-    out = tmp_path_factory.mktemp("adversarial")
+    out = tmp_path_factory.mktemp(f"adversarial{request.param}")
 
     def respond(prompt, body):
         entry = index.find(prompt)
@@ -154,17 +162,21 @@ def attack_run(tmp_path_factory, dev_problems, dev_targets, sandbox_image):
             [str(BIN / "scicode_eval"), "--model", "attacker", "--url", ep.url, "--split", "dev",
              "--with-background", "--n-samples", str(len(NAMES)), "--concurrent-requests", "8",
              "--eval-threads", "2", "--sandbox", "docker", "--sandbox-timeout", "120",
-             "--output-dir", str(out), "--test-data", str(dev_targets), "--progress", "plain"],
+             "--output-dir", str(out), "--test-data", str(dev_targets), "--progress", "plain",
+             "--sandbox-envs", request.param],
             capture_output=True, text=True, timeout=1500,
             env=dict(os.environ, SCICODE_GEN_BACKOFF_BASE="0.05"))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    res = json.loads(next((out / "scicode_results").glob("*.json")).read_text())
+    assert res["run"]["sandbox_envs"]["envs"] == [request.param]   # candidates ran there
+    assert {r["image"] for r in records if "image" in r} == {image.id}
     return out, records
 
 
 @pytest.mark.docker
 @pytest.mark.parametrize("attack", NAMES)
-def test_attack_scores_nothing(attack_run, attack):
+def test_attack_scores_nothing(attack_run, attack, request):
     _, records = attack_run
     sample = NAMES.index(attack)
     mine = [r for r in records if r["sample"] == sample]
@@ -174,6 +186,9 @@ def test_attack_scores_nothing(attack_run, attack):
     zero = {r["step_id"] for r in records if r["sample"] in (0, 1) and r["status"] == "pass"}
     assert zero <= ZERO_PASSES
     assert passed <= zero, f"{attack} passed {sorted(passed)}, an all-zero answer only {sorted(zero)}"
+    env = request.node.callspec.params["attack_run"]
+    SCORES.setdefault(env, {})[attack] = passed
+    assert passed == SCORES.get("2024", {}).get(attack, passed), f"{attack} in {env}: not as in 2024"
 
 
 @pytest.mark.docker

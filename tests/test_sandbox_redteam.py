@@ -1,8 +1,9 @@
 """Red-team suite: hostile programs must stay contained.
 
 Every test runs against the Docker backend (real containers, `docker` marker) under
-both runtimes, runc and gVisor's runsc, and, where the protection exists there,
-against the process backend too. runsc must be registered with the daemon (`make
+both runtimes, runc and gVisor's runsc, and against the 2025-era image under runc
+(`runc_2025`: other libraries, the same container), and, where the protection exists
+there, against the process backend too. runsc must be registered with the daemon (`make
 setup` does it when it manages the engine; `scicode-harness doctor` says how
 otherwise): its tests fail without it, unless SCICODE_SKIP_RUNSC=1. What the
 process backend cannot stop is listed in harness/sandbox/process_backend.py's
@@ -35,7 +36,9 @@ SECRET = "scicode-redteam-secret-" + uuid.uuid4().hex
 RUN_ID = "redteam-" + uuid.uuid4().hex[:8]
 
 RUNTIMES = ["runc", "runsc"]
-BACKENDS = [pytest.param(r, marks=pytest.mark.docker) for r in RUNTIMES] + ["process"]
+# Docker backends by fixture name: both runtimes on the 2024 image, runc on the 2025 image
+DOCKER = RUNTIMES + ["runc_2025"]
+BACKENDS = [pytest.param(r, marks=pytest.mark.docker) for r in DOCKER] + ["process"]
 
 
 def need_runtime(client, name: str) -> None:
@@ -48,19 +51,13 @@ def need_runtime(client, name: str) -> None:
     pytest.fail(rt.INSTALL_HINT)
 
 
-@pytest.fixture(params=RUNTIMES)
-def runtime(request, docker_client):
-    need_runtime(docker_client, request.param)
-    return request.param
-
-
-def _docker_backend(request, runtime):
+def _docker_backend(request, runtime, image="sandbox_image", name=None):
     client = request.getfixturevalue("docker_client")
     need_runtime(client, runtime)
-    img = request.getfixturevalue("sandbox_image")
+    img = request.getfixturevalue(image)
     os.environ["SCICODE_REDTEAM_SECRET"] = SECRET       # must never reach a job
     from harness.sandbox.docker_backend import DockerBackend
-    run_id = f"{RUN_ID}-{runtime}"
+    run_id = f"{RUN_ID}-{name or runtime}"
     be = DockerBackend(image=img.id, explicit_image=True, workers=2, run_id=run_id,
                        limits=DOCKER_LIMITS, runtime=runtime)
     yield be
@@ -79,9 +76,23 @@ def runsc_backend(request):
     yield from _docker_backend(request, "runsc")
 
 
-@pytest.fixture(params=RUNTIMES)
+@pytest.fixture(scope="module")
+def runc_2025_backend(request):
+    yield from _docker_backend(request, "runc", "sandbox_image_2025", "runc_2025")
+
+
+@pytest.fixture(params=DOCKER)
 def docker_backend(request):
     return request.getfixturevalue(f"{request.param}_backend")
+
+
+@pytest.fixture(params=DOCKER)
+def image_and_runtime(request, docker_client):
+    """(image, runtime) of a Docker backend in DOCKER, for tests that make their own."""
+    runtime = request.param.split("_")[0]
+    need_runtime(docker_client, runtime)
+    image = "sandbox_image_2025" if request.param.endswith("_2025") else "sandbox_image"
+    return request.getfixturevalue(image), runtime
 
 
 @pytest.fixture(scope="module")
@@ -544,7 +555,8 @@ def test_warm_pool_is_single_use(docker_backend):
 
 
 @pytest.mark.docker
-def test_warm_pool_warms_no_container_beyond_the_jobs_left(docker_client, sandbox_image, runtime):
+def test_warm_pool_warms_no_container_beyond_the_jobs_left(docker_client, image_and_runtime):
+    sandbox_image, runtime = image_and_runtime
     from harness.sandbox.docker_backend import DockerBackend
     run_id = "redteam-left-" + uuid.uuid4().hex[:6]
     be = DockerBackend(image=sandbox_image.id, explicit_image=True, run_id=run_id, warm_size=3,
@@ -575,7 +587,8 @@ def test_warm_pool_warms_no_container_beyond_the_jobs_left(docker_client, sandbo
 
 
 @pytest.mark.docker
-def test_container_removed_from_outside_is_not_a_model_verdict(docker_client, sandbox_image, runtime):
+def test_container_removed_from_outside_is_not_a_model_verdict(docker_client, image_and_runtime):
+    sandbox_image, runtime = image_and_runtime
     from harness.sandbox.docker_backend import DockerBackend
     run_id = "redteam-rm-" + uuid.uuid4().hex[:6]
     be = DockerBackend(image=sandbox_image.id, explicit_image=True, run_id=run_id, warm=False,
@@ -605,8 +618,8 @@ def test_container_removed_from_outside_is_not_a_model_verdict(docker_client, sa
 
 
 @pytest.mark.docker
-def test_creation_failure_is_infra_and_transactional(docker_client, sandbox_image, monkeypatch,
-                                                     runtime):
+def test_creation_failure_is_infra_and_transactional(docker_client, image_and_runtime, monkeypatch):
+    sandbox_image, runtime = image_and_runtime
     from harness.sandbox import runtime as rt
     from harness.sandbox.docker_backend import DockerBackend
     run_id = "redteam-tx-" + uuid.uuid4().hex[:6]
@@ -637,7 +650,8 @@ def test_missing_image_and_missing_daemon_are_clear(docker_client, monkeypatch):
 
 
 @pytest.mark.docker
-def test_sigterm_removes_the_runs_containers(docker_client, sandbox_image, runtime):
+def test_sigterm_removes_the_runs_containers(docker_client, image_and_runtime):
+    sandbox_image, runtime = image_and_runtime
     run_id = "redteam-sig-" + uuid.uuid4().hex[:6]
     code = textwrap.dedent(f"""
         import sys, time
@@ -665,7 +679,8 @@ def test_sigterm_removes_the_runs_containers(docker_client, sandbox_image, runti
 
 
 @pytest.mark.docker
-def test_sweep_removes_containers_of_dead_runs(docker_client, sandbox_image, runtime):
+def test_sweep_removes_containers_of_dead_runs(docker_client, image_and_runtime):
+    sandbox_image, runtime = image_and_runtime
     run_id = "redteam-dead-" + uuid.uuid4().hex[:6]
     code = textwrap.dedent(f"""
         import os
@@ -717,27 +732,29 @@ def test_tests_mode_through_docker(docker_backend):
 
 
 @pytest.mark.docker
-def test_sandbox_run_cli_json(tmp_path, sandbox_image):
+def test_sandbox_run_cli_json(tmp_path, sandbox_image, sandbox_image_2025):
     from harness.sandbox import OUTCOME_KEYS
     prog = tmp_path / "p.py"
     prog.write_text("import numpy as np\nprint(np.arange(3).sum())\n")
-    for backend in ("docker", "process"):
+    for backend, extra in (("docker", []), ("docker", ["--image", sandbox_image_2025.id]), ("process", [])):
         p = subprocess.run([sys.executable, "-m", "harness.cli.admin", "sandbox", "run", str(prog),
-                            "--backend", backend, "--timeout", "20", "--memory", "512m", "--json"],
+                            "--backend", backend, "--timeout", "20", "--memory", "512m", "--json", *extra],
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr
         obj = json.loads(p.stdout)
         assert tuple(obj) == OUTCOME_KEYS
         assert obj["status"] == "ok" and obj["stdout"] == "3\n" and obj["backend"] == backend
+        assert obj["image"] == (extra[1] if extra else obj["image"])
 
 
 @pytest.mark.docker
-def test_works_over_a_tcp_docker_host(sandbox_image, monkeypatch, runtime):
+def test_works_over_a_tcp_docker_host(image_and_runtime, monkeypatch):
     """Remote DOCKER_HOST: stdin and the output travel over the attach stream only.
 
     A local TCP->unix proxy (propagating half-closes like a real TCP daemon endpoint)
     stands in for a remote engine.
     """
+    sandbox_image, runtime = image_and_runtime
     sock_path = "/var/run/docker.sock"
     if not os.path.exists(sock_path):
         pytest.skip("needs the local engine's unix socket to proxy")
