@@ -94,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
            "can forge them; for debugging parity only)")
     a("--max-gen-errors", type=_non_negative_int, default=0,
       help="exit 4 (scores still written) when more steps than this got no answer after retries")
+    a("--max-context-tokens", type=_positive_int, default=None,
+      help="the model's context window: a prompt estimated (UTF-8 bytes / 4) to exceed it with max_tokens "
+           "is not sent and scores context_overflow")
     a("--reasoning-end-token", default="</think>",
       help="the answer is what follows the last such token (empty: no stripping)")
     a("--allow-missing-targets", action="store_true",
@@ -151,7 +154,8 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
         concurrency=args.concurrent_requests,
         api_key=env.get("API_KEY") or None,   # `API_KEY=$UNSET_VAR` renders as empty: unset
         api_key_name=env.get("SCICODE_API_KEY_NAME") or None,
-        backoff_base=_env_float(env, "SCICODE_GEN_BACKOFF_BASE", 1.0))
+        backoff_base=_env_float(env, "SCICODE_GEN_BACKOFF_BASE", 1.0),
+        max_context_tokens=args.max_context_tokens)
     prompting = C.Prompting(with_background=args.with_background, template_type=args.prompt_template_type,
                             regex_path=args.regex_path, prefill=args.prefill,
                             reasoning_end_token=args.reasoning_end_token)

@@ -28,6 +28,7 @@ class Generation:
     api_key: Optional[str] = None   # $API_KEY; empty counts as unset
     api_key_name: Optional[str] = None   # $SCICODE_API_KEY_NAME: the variable the framework meant
     backoff_base: float = 1.0       # $SCICODE_GEN_BACKOFF_BASE
+    max_context_tokens: Optional[int] = None   # prompts estimated over it are not sent (context_overflow)
 
 
 @dataclass(frozen=True)
