@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from harness.data import dataset, testdata
 from harness.errors import UserError
-from harness.run import candidate, envs, generate, grade, overflow, prompts, report, schedule, score
+from harness.run import candidate, envs, generate, grade, overflow, prompts, report, schedule, score, usage
 from harness.run.config import Generation, GradingMode, RunConfig
 from harness.run.finish import EXIT_FAIL_UNDER, EXIT_GEN_ERRORS, finish  # noqa: F401 (re-exported)
 from harness.run.grade.reader import ReaderClosed, TargetReader
@@ -58,6 +58,7 @@ class Run:
     splits: dict = field(default_factory=dict)   # step id -> [grade.Split]
     no_target: set = field(default_factory=set)  # steps the test data lacks (--allow-missing-targets)
     pin: Any = None                              # SciCode-Verified's data pin (--benchmark verified)
+    usage: dict = field(default_factory=dict)    # (sample, step id) -> its generation's token usage
 
     def prefilled(self, problem: dict, step_id: str) -> str:
         """The reference code of a never-asked step: the verified JSONL carries its own."""
@@ -104,6 +105,9 @@ def prepare(config: RunConfig) -> Run:
         problems = verified.load_problems(pin)
     else:
         problems = (dataset.read_jsonl(config.problems) if config.problems else dataset.load_problems(split))
+    if config.problem_ids:
+        source = "SciCode-Verified" if pin else (str(config.problems) if config.problems else f"the {split} split")
+        problems = dataset.select(problems, config.problem_ids, source)
     tname = prompts.template_name(pr.with_background, pr.template_type)
     template = dataset.template(tname)
     regex = dataset.regex(pr.regex_path) if pr.regex_path else None
@@ -205,8 +209,10 @@ class Engine:
                 if not res.ok:
                     self._stopped(problem, idx, sample, "gen_error", res.error)
                     return
-                rec = {"text": res.text, "attempts": res.attempts, "finish_reason": res.finish_reason}
+                rec = {"text": res.text, "attempts": res.attempts, "finish_reason": res.finish_reason,
+                       "usage": usage.normalize(res.usage)}
                 _output(self.gens.put, key, rec)
+            run.usage[(sample, sid)] = rec.get("usage")
             self.progress.generated()
             answer, unended = prompts.split_reasoning(rec["text"], run.config.prompting.reasoning_end_token)
             if unended or rec.get("finish_reason") == "length":

@@ -73,6 +73,8 @@ class Output:
     junit_xml: Optional[Path] = None
     fail_under: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     max_gen_errors: int = 0
+    price_in: Optional[float] = None    # per million prompt tokens: adds a cost to the results
+    price_out: Optional[float] = None   # per million completion tokens
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class RunConfig:
     benchmark: Benchmark = "scicode"
     verified_pin: Optional[Path] = None   # $SCICODE_VERIFIED_PIN: a mirror's (or a test's) pin file
     problems: Optional[Path] = None    # own problems JSONL instead of the split
+    problem_ids: tuple[str, ...] = ()  # only these problems (any split); empty: all
     limit_samples: Optional[int] = None
     n_samples: int = 1
     prompting: Prompting = Prompting()

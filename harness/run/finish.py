@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from harness.data import dataset
-from harness.run import envs, grade, report, score
+from harness.run import envs, grade, report, score, usage
 from harness.util import faultpoint
 
 EXIT_FAIL_UNDER = 3   # a score is below --fail-under
@@ -14,8 +14,12 @@ EXIT_GEN_ERRORS = 4   # more steps than --max-gen-errors got no answer from the 
 
 
 def finish(run_: Any, seconds: float) -> int:
-    """`run_` is the pipeline's Run: its records, problems, config and backends."""
+    """`run_` is the pipeline's Run: its records, problems, config, backends and step usage."""
     config, out = run_.config, run_.config.output
+    for r in run_.records:   # each step's usage, from its generation (stored, so resumed too)
+        u = run_.usage.get((r["sample"], r["step_id"]))
+        if u:
+            r["usage"] = u
     verdicts = {(r["sample"], r["step_id"]): r["status"] for r in run_.records}
     sc = score.score(run_.problems, verdicts, config.n_samples)
     records = sorted(run_.records, key=lambda r: (r["sample"], dataset.step_key(r["step_id"])))
@@ -23,10 +27,11 @@ def finish(run_: Any, seconds: float) -> int:
     faultpoint.point("report")
     report.write_records(run_.out / "records.jsonl", records)
     path = report.results_path(run_.out, config.model, config.with_background)
-    report.write_results(path, sc, meta(run_, seconds, records))
+    tokens = usage.summarize(records, out.price_in, out.price_out)
+    report.write_results(path, sc, meta(run_, seconds, records), tokens)
     if out.junit_xml:
         report.write_junit(out.junit_xml, records)
-    print(report.summary(sc, path))
+    print(report.summary(sc, path, tokens))
     overflowed = [r for r in records if r["status"] == "context_overflow"]
     if overflowed:   # the model's failure, scored; said aloud in case max_tokens alone fills the window
         print(f"scicode_eval: {len(overflowed)} step(s) exceeded the model's context (context_overflow, "
@@ -37,7 +42,7 @@ def finish(run_: Any, seconds: float) -> int:
 def meta(run_: Any, seconds: float, records: list[dict]) -> dict:
     config = run_.config
     return {"model": config.model, "split": run_.split, "benchmark": config.benchmark,
-            "data": run_.data_meta(),
+            "data": run_.data_meta(), "problem_ids": list(config.problem_ids) or None,
             "with_background": config.with_background,
             "n_samples": config.n_samples, "limit_samples": config.limit_samples,
             "sandbox": run_.backend.name, "sandbox_runtime": run_.backend.runtime,
