@@ -13,8 +13,9 @@ from typing import Any, Optional
 
 from harness.data import dataset, testdata, verified
 from harness.errors import UserError
-from harness.run import candidate, envs, generate, grade, prompts, report, schedule, score
+from harness.run import candidate, envs, generate, grade, overflow, prompts, report, schedule, score, usage
 from harness.run.config import Generation, GradingMode, RunConfig
+from harness.run.finish import EXIT_FAIL_UNDER, EXIT_GEN_ERRORS, finish  # noqa: F401 (re-exported)
 from harness.run.grade.reader import ReaderClosed, TargetReader
 from harness.run.grade.verifier import VERIFIER_SOURCE, Verifier, VerifierError
 from harness.run.outputs import OutputError, output as _output, setup_logging as _setup_logging
@@ -23,7 +24,6 @@ from harness.run.store import Store, make_key
 from harness.run.status import StepStatus
 from harness.sandbox import JOB_ENV, Limits, TestResult, cleanup
 from harness.sandbox.envs import DEFAULT_ENV, VERIFIER_ENV
-from harness.util import faultpoint
 from harness.util.paths import sha256_file
 from harness.util.progress import Progress
 
@@ -36,10 +36,6 @@ class InfraError(Exception):
 
 class Interrupted(Exception):
     """The backend was shut under a running job (Ctrl-C, SIGTERM): no verdict."""
-
-
-EXIT_FAIL_UNDER = 3   # a score is below --fail-under
-EXIT_GEN_ERRORS = 4   # more steps than --max-gen-errors got no answer from the endpoint
 
 
 @dataclass
@@ -62,6 +58,7 @@ class Run:
     splits: dict = field(default_factory=dict)   # step id -> [grade.Split]
     no_target: set = field(default_factory=set)  # steps the test data lacks (--allow-missing-targets)
     pin: Any = None                              # SciCode-Verified's data pin (--benchmark verified)
+    usage: dict = field(default_factory=dict)    # (sample, step id) -> its generation's token usage
 
     def prefilled(self, problem: dict, step_id: str) -> str:
         """The reference code of a never-asked step: the verified JSONL carries its own."""
@@ -103,6 +100,9 @@ def prepare(config: RunConfig) -> Run:
         problems = verified.load_problems(pin)
     else:
         problems = (dataset.read_jsonl(config.problems) if config.problems else dataset.load_problems(split))
+    if config.problem_ids:
+        source = "SciCode-Verified" if pin else (str(config.problems) if config.problems else f"the {split} split")
+        problems = dataset.select(problems, config.problem_ids, source)
     tname = prompts.template_name(pr.with_background, pr.template_type)
     template = dataset.template(tname)
     regex = dataset.regex(pr.regex_path) if pr.regex_path else None
@@ -112,6 +112,9 @@ def prepare(config: RunConfig) -> Run:
     test_data = testdata.require(given, split)
     no_target = testdata.check_steps(test_data, problems, config.grading.allow_missing_targets)
     cfg = gen_config(config.generation)
+    no_room = overflow.check_budget(config.generation.max_context_tokens, cfg.max_tokens)
+    if no_room:
+        raise UserError(no_room)
     limits = Limits(timeout=sb.timeout, memory=sb.memory, cpus=sb.cpus)
     run = Run(config=config, problems=problems, test_data=test_data, gen_cfg=cfg,
               template=template, regex=regex, limits=limits, out=config.output.dir,
@@ -184,17 +187,27 @@ class Engine:
                 codes.append(prompts.prefill(step, run.prefilled(problem, sid), run.config.prompting.prefill))
                 continue
             prompt = prompts.build_prompt(problem, idx, codes, run.template, run.config.with_background)
+            too_long = overflow.precheck(self.client.request_body(prompt, sample),
+                                         run.config.generation.max_context_tokens)
+            if too_long:   # before the stored generations too: the same flags give the same verdicts
+                self._stopped(problem, idx, sample, "context_overflow", too_long, overflow.later(sid))
+                return
             key = make_key(model=run.config.model, prompt=prompt, sample=sample, sampling=run.sampling,
                            step=sid)   # 46.1 and 68.1 share a prompt: still two samples
             rec = self.gens.get(key)
             if rec is None:
                 # the chain with the most steps left goes first: it bounds the run's length
                 res = await self.client.complete(prompt, seed=sample, priority=len(steps) - idx)
-                if not res.ok:
-                    self._gen_failed(problem, idx, sample, res.error)
+                if res.context_overflow:   # the model's failure; later prompts are only longer
+                    self._stopped(problem, idx, sample, "context_overflow", res.error, overflow.later(sid))
                     return
-                rec = {"text": res.text, "attempts": res.attempts, "finish_reason": res.finish_reason}
+                if not res.ok:
+                    self._stopped(problem, idx, sample, "gen_error", res.error)
+                    return
+                rec = {"text": res.text, "attempts": res.attempts, "finish_reason": res.finish_reason,
+                       "usage": usage.normalize(res.usage)}
                 _output(self.gens.put, key, rec)
+            run.usage[(sample, sid)] = rec.get("usage")
             self.progress.generated()
             answer, unended = prompts.split_reasoning(rec["text"], run.config.prompting.reasoning_end_token)
             if unended or rec.get("finish_reason") == "length":
@@ -209,16 +222,17 @@ class Engine:
             self.exec_tasks.append(asyncio.ensure_future(self.execute(cand, problem)))
             codes.append(code)
 
-    def _gen_failed(self, problem, idx, sample, error):
+    def _stopped(self, problem, idx, sample, status: StepStatus, error: str, later: Optional[str] = None):
+        """The chain ends at step `idx`: it and every later step get `status` (`later`: their error)."""
         for step in problem["sub_steps"][idx:]:
             if step["step_number"] in dataset.SKIPPED_STEPS:
                 continue
             self.queue.skip()
             self.run.records.append({"problem_id": problem["problem_id"], "step_id": step["step_number"],
-                                     "sample": sample, "status": "gen_error", "error": error,
-                                     "duration": 0.0})
-            self.progress.generated(failed=True)
-            self.progress.executed("gen_error")
+                                     "sample": sample, "status": status, "error": error, "duration": 0.0})
+            self.progress.generated(failed=status == "gen_error")
+            self.progress.executed(status)
+            error = later or error
 
     def _truncated(self, problem, idx, sample, prompt, why):
         step = problem["sub_steps"][idx]
@@ -443,49 +457,3 @@ def stop_grading(run_: Run) -> None:
         run_.verifier.close()
     if run_.reader is not None:
         run_.reader.close()
-
-
-def finish(run_: Run, seconds: float) -> int:
-    config, out = run_.config, run_.config.output
-    verdicts = {(r["sample"], r["step_id"]): r["status"] for r in run_.records}
-    sc = score.score(run_.problems, verdicts, config.n_samples)
-    records = sorted(run_.records, key=lambda r: (r["sample"], dataset.step_key(r["step_id"])))
-    run_.out.mkdir(parents=True, exist_ok=True)
-    faultpoint.point("report")
-    report.write_records(run_.out / "records.jsonl", records)
-    path = report.results_path(run_.out, config.model, config.with_background)
-    meta = {"model": config.model, "split": run_.split, "benchmark": config.benchmark,
-            "data": run_.data_meta(),
-            "with_background": config.with_background,
-            "n_samples": config.n_samples, "limit_samples": config.limit_samples,
-            "sandbox": run_.backend.name, "sandbox_runtime": run_.backend.runtime,
-            "image": run_.backend.image, "prefill": config.prompting.prefill,
-            "test_data": str(run_.test_data), "seconds": round(seconds, 1),
-            "sampling": run_.sampling, "grading": grading_meta(run_),
-            "sandbox_envs": envs.summary(config.sandbox.envs, config.sandbox.full_envs, run_.backends,
-                                         records)}
-    report.write_results(path, sc, meta)
-    if out.junit_xml:
-        report.write_junit(out.junit_xml, records)
-    print(report.summary(sc, path))
-    gen_errors = sc.counts.get("gen_error", 0)
-    if gen_errors > out.max_gen_errors:   # the scores above are written, but not trustworthy
-        first = next((r.get("error") for r in records if r["status"] == "gen_error"), "")
-        print(f"scicode_eval: {gen_errors} step(s) without a model answer after retries "
-              f"(more than --max-gen-errors {out.max_gen_errors}); first: {first}", file=sys.stderr)
-        return EXIT_GEN_ERRORS
-    floors = out.fail_under   # parsed by the command line (cli.evaluate.parse_fail_under)
-    below = [k for k, v in floors.items() if (sc.steps if k == "steps" else sc.problems) < v]
-    if below:
-        print(f"scicode_eval: below --fail-under for {', '.join(below)}")
-        return EXIT_FAIL_UNDER
-    return 0
-
-
-def grading_meta(run_: Run) -> dict:
-    if run_.grading != "strict":
-        return {"mode": "inprocess", "unsafe": True,
-                "note": "verdicts decided inside the candidate's process; model code can forge them"}
-    return {"mode": "strict", "version": grade.GRADING_VERSION,
-            "verifier_versions": run_.verifier.versions if run_.verifier else {},
-            "tests": grade.counts(run_.splits)}

@@ -106,3 +106,17 @@ def test_parse_output(tmp_path):
         s = m["steps_pass@1"].scores["steps_pass@1"]
         assert s.value == 0.5 and s.stats.count == 3 and s.stats.stderr == 0.1
         assert m["problems_pass@1"].scores["problems_pass@1"].value == 0.25
+
+
+def test_issue_21_extras_render(tmp_path):
+    _, cmd = dry_run(tmp_path, "--eval_type", "scicode")
+    assert "--problem-ids" not in cmd and "--max-context-tokens" not in cmd and "--price-" not in cmd
+    _, cmd = dry_run(tmp_path, "--eval_type", "scicode", "--overrides",
+                     "config.params.extra.problem_ids='66,67,68',config.params.extra.max_context_tokens=65536,"
+                     "config.params.extra.price_in=0.5,config.params.extra.price_out=2")
+    assert "--problem-ids='66,67,68'" in cmd and "--max-context-tokens=65536" in cmd
+    assert "--price-in=0.5" in cmd and "--price-out=2" in cmd
+    rc = tmp_path / "rc.yaml"
+    rc.write_text(yaml.safe_dump({"config": {"type": "scicode", "params": {"extra": {"problem_ids": [12, 13, 80]}}}}))
+    _, cmd = dry_run(tmp_path, "--run_config", str(rc))
+    assert "--problem-ids='12,13,80'" in cmd

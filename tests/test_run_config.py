@@ -109,3 +109,16 @@ def test_sandbox_envs_default_per_benchmark_and_process_interpreters():
         with pytest.raises(UserError) as e:
             config(*bad)
         assert "\n" not in str(e.value)
+
+
+def test_issue_21_flags_land_in_the_config():
+    c = config("--problem-ids", "80, 12,12,13", "--max-context-tokens", "65536", "--price-in", "0.5",
+               "--price-out", "2")
+    assert c.problem_ids == ("80", "12", "13") and c.generation.max_context_tokens == 65536
+    assert (c.output.price_in, c.output.price_out) == (0.5, 2.0)
+    d = config()
+    assert (d.problem_ids, d.generation.max_context_tokens, d.output.price_in, d.output.price_out) == \
+        ((), None, None, None)
+    for bad in (["--problem-ids", ""], ["--problem-ids", "1,"], ["--price-in", "-1"], ["--max-context-tokens", "0"]):
+        with pytest.raises(SystemExit):
+            config(*bad)

@@ -116,7 +116,7 @@ def test_counts_list_every_step_status_in_the_results_order():
     """The results JSON's `counts` keys, in this order (a reader may depend on it)."""
     sc = score.score([PROBLEM], {}, 1)
     assert list(sc.counts) == ["pass", "fail", "error", "timeout", "oom", "gen_error", "truncated",
-                               "no_target", "infra"]
+                               "no_target", "infra", "context_overflow"]
 
 
 def test_a_verdict_is_a_step_status_and_an_outcome_status_is_the_sandbox_s():

@@ -5,6 +5,7 @@ import pathlib
 from nemo_evaluator.api.api_dataclasses import EvaluationResult
 
 METRICS = ("steps_pass@1", "problems_pass@1")
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_prompt_tokens", "total_tokens")
 
 
 def _find(output_dir: str) -> pathlib.Path:
@@ -13,6 +14,24 @@ def _find(output_dir: str) -> pathlib.Path:
     if not files:
         raise FileNotFoundError(f"no scicode_results/*.json in {output_dir}")
     return files[-1]  # the newest run's results
+
+
+def _tokens(block: dict) -> dict:
+    """A usage block's reported token counts as scores (count: the steps that reported usage)."""
+    return {"scores": {f: {"value": float(block[f]), "stats": {"count": block.get("steps")}}
+                       for f in TOKEN_FIELDS if block.get(f) is not None}}
+
+
+def usage_metrics(usage: dict) -> dict:
+    """tokens, tokens_<status> (per step status) and cost, for the launcher's exporters."""
+    out = {"tokens": _tokens(usage)}
+    for status, block in sorted((usage.get("by_status") or {}).items()):
+        out[f"tokens_{status}"] = _tokens(block)
+    cost = usage.get("cost")
+    if cost:
+        out["cost"] = {"scores": {name: {"value": float(cost[key]), "stats": {}} for name, key in
+                                  (("cost", "total"), ("cost_prompt", "prompt"), ("cost_completion", "completion"))}}
+    return {k: v for k, v in out.items() if v["scores"]}
 
 
 def parse_output(output_dir: str) -> EvaluationResult:
@@ -25,5 +44,6 @@ def parse_output(output_dir: str) -> EvaluationResult:
         if n > 1 and err is not None:
             stats["stderr"] = err
         metrics[name] = {"scores": {name: {"value": results[name], "stats": stats}}}
+    metrics.update(usage_metrics(results.get("usage") or {}))
     task = {"metrics": metrics}
     return EvaluationResult(tasks={"scicode": task}, groups={"scicode": task})

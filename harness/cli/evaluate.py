@@ -31,6 +31,21 @@ def _positive_float(v: str) -> float:
     return f
 
 
+def _non_negative_float(v: str) -> float:
+    f = float(v)
+    if not f >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return f
+
+
+def problem_ids(v: str) -> tuple[str, ...]:
+    """argparse type of --problem-ids: "12, 13,80" -> ("12", "13", "80"), repeats dropped."""
+    ids = [x.strip() for x in v.split(",")]
+    if not v.strip() or not all(ids):
+        raise argparse.ArgumentTypeError(f"expected ids separated by commas (e.g. 12,13,80), got {v!r}")
+    return tuple(dict.fromkeys(ids))
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not the whole usage text
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -94,6 +109,14 @@ def parser() -> argparse.ArgumentParser:
            "can forge them; for debugging parity only)")
     a("--max-gen-errors", type=_non_negative_int, default=0,
       help="exit 4 (scores still written) when more steps than this got no answer after retries")
+    a("--problem-ids", type=problem_ids, default=(),
+      help="only these problems, e.g. 12,13,80 (any split or benchmark; applied before --limit-samples)")
+    a("--max-context-tokens", type=_positive_int, default=None,
+      help="the model's context window: a prompt estimated (UTF-8 bytes / 4) to exceed it with max_tokens "
+           "is not sent and scores context_overflow")
+    a("--price-in", type=_non_negative_float, default=None, help="price per million prompt tokens (adds a cost)")
+    a("--price-out", type=_non_negative_float, default=None,
+      help="price per million completion tokens (reasoning included)")
     a("--reasoning-end-token", default="</think>",
       help="the answer is what follows the last such token (empty: no stripping)")
     a("--allow-missing-targets", action="store_true",
@@ -151,7 +174,8 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
         concurrency=args.concurrent_requests,
         api_key=env.get("API_KEY") or None,   # `API_KEY=$UNSET_VAR` renders as empty: unset
         api_key_name=env.get("SCICODE_API_KEY_NAME") or None,
-        backoff_base=_env_float(env, "SCICODE_GEN_BACKOFF_BASE", 1.0))
+        backoff_base=_env_float(env, "SCICODE_GEN_BACKOFF_BASE", 1.0),
+        max_context_tokens=args.max_context_tokens)
     prompting = C.Prompting(with_background=args.with_background, template_type=args.prompt_template_type,
                             regex_path=args.regex_path, prefill=args.prefill,
                             reasoning_end_token=args.reasoning_end_token)
@@ -166,7 +190,7 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
                         allow_missing_targets=args.allow_missing_targets)
     output = C.Output(dir=Path(args.output_dir), log_dir=args.log_dir, quiet=args.quiet, progress=args.progress,
                       junit_xml=args.junit_xml, fail_under=MappingProxyType(dict(args.fail_under or {})),
-                      max_gen_errors=args.max_gen_errors)
+                      max_gen_errors=args.max_gen_errors, price_in=args.price_in, price_out=args.price_out)
     # an explicit --split wins: --include-dev is a task default (aa_scicode, scicode_aa_v2)
     # the user's own `config.params.extra.split` must be able to override
     split = args.split or ("all" if args.include_dev else "test")
@@ -177,7 +201,8 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
     pin = env.get("SCICODE_VERIFIED_PIN") or None
     return C.RunConfig(generation=gen, split=split, benchmark=args.benchmark,
                        verified_pin=Path(pin) if pin else None,
-                       problems=args.problems, limit_samples=args.limit_samples,
+                       problems=args.problems, problem_ids=tuple(args.problem_ids or ()),
+                       limit_samples=args.limit_samples,
                        n_samples=args.n_samples, prompting=prompting, sandbox=sandbox, grading=grading,
                        output=output)
 

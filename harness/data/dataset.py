@@ -228,6 +228,15 @@ def load_problems(split: str = "test") -> list[dict]:
     return problems
 
 
+def select(problems: list[dict], ids: Iterable[str], source: str) -> list[dict]:
+    """The problems with these ids, in the data's order; an id `source` lacks is a DataError."""
+    ids = [str(i) for i in ids]
+    unknown = sorted(set(ids) - {p["problem_id"] for p in problems}, key=step_key)
+    if unknown:
+        raise DataError(f"--problem-ids: {source} has no problem {', '.join(unknown)}")
+    return [p for p in problems if p["problem_id"] in set(ids)]
+
+
 def step_key(step_id: str) -> list:
     """Sort key for step ids ("13.6" < "13.10" < "14.1"); names that are not numbers sort after numbers."""
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in step_id.split(".")]

@@ -28,6 +28,7 @@ class Generation:
     api_key: Optional[str] = None   # $API_KEY; empty counts as unset
     api_key_name: Optional[str] = None   # $SCICODE_API_KEY_NAME: the variable the framework meant
     backoff_base: float = 1.0       # $SCICODE_GEN_BACKOFF_BASE
+    max_context_tokens: Optional[int] = None   # prompts estimated over it are not sent (context_overflow)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class Output:
     junit_xml: Optional[Path] = None
     fail_under: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     max_gen_errors: int = 0
+    price_in: Optional[float] = None    # per million prompt tokens: adds a cost to the results
+    price_out: Optional[float] = None   # per million completion tokens
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class RunConfig:
     benchmark: Benchmark = "scicode"
     verified_pin: Optional[Path] = None   # $SCICODE_VERIFIED_PIN: a mirror's (or a test's) pin file
     problems: Optional[Path] = None    # own problems JSONL instead of the split
+    problem_ids: tuple[str, ...] = ()  # only these problems (any split); empty: all
     limit_samples: Optional[int] = None
     n_samples: int = 1
     prompting: Prompting = Prompting()

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 import httpx
 
 from harness import __version__
+from harness.run import overflow
 from harness.run.params import RESERVED_BODY_KEYS, parse_extra_params, split_extra_params
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class GenResult:
     usage: Optional[dict] = None
     finish_reason: Optional[str] = None
     status: Optional[int] = None          # HTTP status of the last attempt, if any
+    context_overflow: bool = False        # the endpoint said the prompt exceeds the model's context
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +135,10 @@ class _Fatal(Exception):
     def __init__(self, message: str, status: Optional[int] = None):
         super().__init__(message)
         self.status = status
+
+
+class _Overflow(_Fatal):
+    """The prompt exceeds the model's context: never retried, the model's failure."""
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -351,6 +357,8 @@ class Client:
             return text, usage, finish, status
         detail = _one_line(resp.text, 200) or resp.reason_phrase or "empty body"
         message = f"HTTP {status}: {detail}"
+        if overflow.matching_server(status, resp.text):   # the server's numbers are worth keeping whole
+            raise _Overflow(f"HTTP {status}: {_one_line(resp.text, 600)}", status)
         if status in RETRY_STATUSES or status >= 500:
             raise _Retryable(message, parse_retry_after(resp.headers.get("retry-after")), status)
         raise _Fatal(message, status)
@@ -382,6 +390,7 @@ class Client:
                 result.ok, result.error, result.status = True, None, status
                 break
             result.error, result.status = str(failure), failure.status
+            result.context_overflow = isinstance(failure, _Overflow)
             if isinstance(failure, _Fatal) or attempt + 1 >= total:
                 break
             delay = self.backoff(attempt, failure.retry_after)
@@ -394,8 +403,11 @@ class Client:
         else:
             self.stats["failed"] += 1
             n = result.attempts
-            result.error = f"{result.error} (after {n} attempt{'s' if n != 1 else ''})"
-            log.warning("generation failed: %s", result.error)
+            if result.context_overflow:
+                log.info("context overflow: %s", result.error)
+            else:
+                result.error = f"{result.error} (after {n} attempt{'s' if n != 1 else ''})"
+                log.warning("generation failed: %s", result.error)
         return result
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Optional
 
 from harness.util.paths import write_text_atomic
+from harness.run import usage
 from harness.run.score import Scores, stderr
 
 
@@ -18,7 +20,7 @@ def results_path(output_dir: Path, model: str, with_background: bool) -> Path:
     return Path(output_dir) / "scicode_results" / f"{model_short(model)}_{bg}.json"
 
 
-def write_results(path: Path, sc: Scores, meta: dict) -> dict:
+def write_results(path: Path, sc: Scores, meta: dict, tokens: Optional[dict] = None) -> dict:
     data = {
         # NVIDIA-compatible keys
         "steps_pass@1": sc.steps,
@@ -34,6 +36,7 @@ def write_results(path: Path, sc: Scores, meta: dict) -> dict:
         "counts": sc.counts,
         "per_problem": sc.per_problem,
         "nvidia_26_3_equivalent": sc.nvidia,
+        "usage": tokens,   # run.usage.summarize: totals, by_status, cost
         "run": meta,
     }
     write_text_atomic(path, json.dumps(data, indent=2))
@@ -67,7 +70,7 @@ def write_junit(path: Path, records: list[dict], name: str = "scicode") -> None:
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def summary(sc: Scores, result_file: Path) -> str:
+def summary(sc: Scores, result_file: Path, tokens: Optional[dict] = None) -> str:
     ok_steps = round(sc.steps * sc.scored_steps * sc.n_samples)
     ok_probs = round(sc.problems * sc.n_problems * sc.n_samples)
     per = "" if sc.n_samples == 1 else f" (totals over {sc.n_samples} samples)"
@@ -76,6 +79,7 @@ def summary(sc: Scores, result_file: Path) -> str:
         f"problems_pass@1 {sc.problems:.4f}  ({ok_probs}/{sc.n_problems * sc.n_samples})",
         "counts          " + ", ".join(f"{k} {v}" for k, v in sc.counts.items()),
         f"nvidia-26.3 equivalent: steps {sc.nvidia['steps_pass@1']:.4f}, problems {sc.nvidia['problems_pass@1']:.4f}",
+        *([usage.summary_line(tokens)] if tokens else []),
         f"results: {result_file}",
     ]
     return "\n".join(lines)

@@ -13,7 +13,8 @@ import typer
 import yaml
 
 
-_SHOWN = ("[scicode_eval", "steps_pass@1 ", "problems_pass@1 ", "counts ", "nvidia-26.3", "scicode_eval:")
+_SHOWN = ("[scicode_eval", "steps_pass@1 ", "problems_pass@1 ", "counts ", "nvidia-26.3", "tokens ",
+          "scicode_eval:")
 
 
 def _fail(msg: str) -> None:
