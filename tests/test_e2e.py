@@ -221,12 +221,13 @@ def test_a_job_cut_short_by_shutdown_is_no_verdict(problem_set, tmp_path):
                                 "--output-dir", str(tmp_path / "out"), "--quiet"])
     run = pipeline.prepare(run_config(args, {}))
     run.backend = ShutUnderJob()
+    run.backends = {"2024": run.backend}
     engine = pipeline.Engine(run, 1, Progress(3, quiet=True))
     try:
         problem = run.problems[0]
         cand = candidate.Candidate(problem["problem_id"], "901.1", 0, 0, PROBLEMS[0]["sub_steps"][0]["gold"], [])
         with pytest.raises(pipeline.Interrupted):
-            engine._run_sync(cand, problem)
+            engine._run_sync(cand, problem, "2024")
         assert len(engine.verdicts) == 0
     finally:
         engine.queue.stop()
