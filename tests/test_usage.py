@@ -196,6 +196,7 @@ def test_problem_ids_select_for_any_split_and_verified(monkeypatch, tmp_path):
                                  test_data_path=lambda pin: tfile)
     monkeypatch.setitem(sys.modules, "harness.data.verified", stub)
     monkeypatch.setattr(harness.data, "verified", stub, raising=False)
+    monkeypatch.setattr(pipeline, "verified", stub)
 
     def prepared(*flags):
         args = parser().parse_args(["--model", "m", "--url", "http://127.0.0.1:9/v1", *flags])
