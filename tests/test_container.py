@@ -145,7 +145,7 @@ def test_image_built_offline_tagged_and_labelled(docker_client, harness_image):
 
 
 @pytest.mark.docker
-def test_nemo_evaluator_ls_lists_the_four_tasks(docker_client, harness_image):
+def test_nemo_evaluator_ls_lists_the_six_tasks(docker_client, harness_image):
     rc, out, err = _run(docker_client, ["nemo-evaluator", "ls"])
     assert rc == 0, err
     assert C.listed_tasks(out + err) == list(C.TASKS)

@@ -60,7 +60,8 @@ LABEL_STAGE = "org.scicode-harness.stage"
 STAGE_VALUE = "container-install"
 METADATA_PREFIX = "opt/metadata/"
 METADATA_LAYER_LIMIT = 100 * 1024   # nemo-evaluator-launcher only reads layers smaller than this
-TASKS = ("scicode", "scicode_background", "scicode_aa_v2", "aa_scicode")
+TASKS = ("scicode", "scicode_background", "scicode_verified", "scicode_verified_background", "scicode_aa_v2",
+         "aa_scicode")
 
 
 @dataclass
