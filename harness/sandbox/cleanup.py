@@ -98,6 +98,7 @@ def owner_alive(labels: dict) -> Optional[bool]:
 
 
 REMOVE_WAIT = 20.0   # seconds for a batch of removals (they run in parallel)
+DAEMON_WAIT = 10.0   # seconds to wait for a daemon that does not answer at the end of a run
 
 
 def _remove_one(client, cid: str) -> bool:
@@ -177,13 +178,22 @@ def reap_runtime_leftovers(client) -> list:
         return []
 
 
-def remove_run(client, run_id: str) -> list[str]:
-    """Remove every container of this run (any state)."""
-    try:
-        ids = [c["Id"] for c in list_containers(client, run_id)]
-    except Exception as exc:
-        log.warning("could not list sandbox containers of run %s: %s", run_id, exc)
-        return []
+def remove_run(client, run_id: str, wait: float = DAEMON_WAIT) -> list[str]:
+    """Remove every container of this run (any state). A daemon that does not answer (it
+    may be restarting) is asked again for up to `wait` seconds; after that the containers
+    stay for the next run's sweep, which removes containers whose owner is gone."""
+    import time
+    end = time.monotonic() + wait
+    while True:
+        try:
+            ids = [c["Id"] for c in list_containers(client, run_id)]
+            break
+        except Exception as exc:
+            if time.monotonic() >= end:
+                log.warning("could not list sandbox containers of run %s: %s; the next run, "
+                            "or `scicode-harness sandbox sweep`, removes them", run_id, exc)
+                return []
+            time.sleep(0.5)
     return _remove(client, ids)
 
 
