@@ -70,7 +70,7 @@ def test_readme_lists_third_party_sources():
 
 def test_listed_tasks_parses_nemo_evaluator_ls():
     out = "[I ...] Total harness packages discovered: 1\nscicode: \n  * scicode\n  * scicode_background\n" \
-          "  * scicode_aa_v2\n  * aa_scicode\n"
+          "  * scicode_verified\n  * scicode_verified_background\n  * scicode_aa_v2\n  * aa_scicode\n"
     assert C.listed_tasks(out) == list(C.TASKS)
 
 
