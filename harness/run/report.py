@@ -81,7 +81,7 @@ def _ci(iv: dict, name: str) -> str:
 
 def _pass_k_line(sc: Scores, ks: tuple[int, ...]) -> str:
     table = stats.pass_at_k_table(sc.per_problem, sc.n_samples, stats.default_ks(sc.n_samples, ks))
-    return "pass@k          " + ", ".join(f"{k} {v:.4f}" for k, v in table.items())
+    return "pass@k          " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(table.items()) if not k.endswith("@1"))
 
 
 def summary(sc: Scores, result_file: Path, tokens: Optional[dict] = None, ks: tuple[int, ...] = ()) -> str:
@@ -92,7 +92,7 @@ def summary(sc: Scores, result_file: Path, tokens: Optional[dict] = None, ks: tu
     lines = [
         f"steps_pass@1    {sc.steps:.4f}  ({ok_steps}/{sc.scored_steps * sc.n_samples}){per}{_ci(iv, 'steps_pass@1')}",
         f"problems_pass@1 {sc.problems:.4f}  ({ok_probs}/{sc.n_problems * sc.n_samples}){_ci(iv, 'problems_pass@1')}",
-        *([_pass_k_line(sc, ks)] if sc.n_samples > 1 else []),
+        *([_pass_k_line(sc, ks)] if sc.n_samples > 1 and stats.default_ks(sc.n_samples, ks) != [1] else []),
         "counts          " + ", ".join(f"{k} {v}" for k, v in sc.counts.items()),
         f"nvidia-26.3 equivalent: steps {sc.nvidia['steps_pass@1']:.4f}, problems {sc.nvidia['problems_pass@1']:.4f}",
         *([usage.summary_line(tokens)] if tokens else []),
