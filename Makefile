@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SH := $(VENV)/bin/scicode-harness
 
-.PHONY: setup venv docker data image procvenv run test bench container clean
+.PHONY: setup venv docker browser data image procvenv run test bench container clean
 
 # As root, the process backend drops to uid 65534; that needs an interpreter outside /root.
 # `make test` builds one from each sandbox lock (same versions as the images) so those red-team
@@ -12,7 +12,7 @@ SH := $(VENV)/bin/scicode-harness
 PROCVENV ?= /opt/scicode-procvenv
 LOCKS := 2024:sandbox_image/requirements.lock 2025:sandbox_image/requirements-2025.lock
 
-setup: venv docker data image
+setup: venv docker browser data image
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -22,6 +22,14 @@ $(VENV)/.installed: pyproject.toml
 
 docker:
 	bash scripts/ensure-docker.sh
+
+# headless Chromium for the report page's browser test (tests/test_report_page.py); root on Debian only
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -q chromium >/dev/null; }; \
+	else echo "make browser: install Chromium (Debian: apt-get install chromium); the report page's test needs it" >&2; fi
 
 data: venv
 	$(SH) data verify >/dev/null 2>&1 || $(SH) data pull

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from harness.data import dataset, testdata, verified
 from harness.errors import UserError
-from harness.run import candidate, envs, generate, grade, overflow, prompts, report, schedule, score, usage
+from harness.run import candidate, compare, envs, generate, grade, overflow, prompts, report, schedule, score, usage
 from harness.run.config import Generation, GradingMode, RunConfig
 from harness.run.finish import EXIT_FAIL_UNDER, EXIT_GEN_ERRORS, finish  # noqa: F401 (re-exported)
 from harness.run.grade.reader import ReaderClosed, TargetReader
@@ -121,6 +121,10 @@ def prepare(config: RunConfig) -> Run:
               test_data_id=sha256_file(test_data), pin=pin)
     run.sampling = dict(cfg.sampling_params(), template=tname, regex=regex, prefill=pr.prefill)
     run.no_target = set(no_target)
+    if config.output.baseline:   # refuse now what the end would refuse
+        compare.early_check(config.output.baseline, {
+            "split": split, "benchmark": config.benchmark, "grading": {"mode": config.grading.mode},
+            "test_data_sha256": run.test_data_id}, {str(p["problem_id"]) for p in problems})
     if run.grading == "strict":
         for p in problems:
             for i, step in enumerate(p["sub_steps"]):

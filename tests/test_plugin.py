@@ -120,3 +120,16 @@ def test_issue_21_extras_render(tmp_path):
     rc.write_text(yaml.safe_dump({"config": {"type": "scicode", "params": {"extra": {"problem_ids": [12, 13, 80]}}}}))
     _, cmd = dry_run(tmp_path, "--run_config", str(rc))
     assert "--problem-ids='12,13,80'" in cmd
+
+
+def test_issue_22_extras_render(tmp_path):
+    _, cmd = dry_run(tmp_path, "--eval_type", "scicode")
+    assert "--baseline" not in cmd and "--pass-k" not in cmd
+    _, cmd = dry_run(tmp_path, "--eval_type", "scicode", "--overrides",
+                     "config.params.extra.baseline=/runs/last,config.params.extra.pass_k='1,3',"
+                     "config.params.extra.n_samples=3")
+    assert "--baseline=/runs/last" in cmd and "--pass-k='1,3'" in cmd
+    rc = tmp_path / "rc.yaml"
+    rc.write_text(yaml.safe_dump({"config": {"type": "scicode", "params": {"extra": {"pass_k": [1, 5]}}}}))
+    _, cmd = dry_run(tmp_path, "--run_config", str(rc))
+    assert "--pass-k='1,5'" in cmd

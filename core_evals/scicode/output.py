@@ -34,6 +34,22 @@ def usage_metrics(usage: dict) -> dict:
     return {k: v for k, v in out.items() if v["scores"]}
 
 
+def extra_metrics(results: dict, n: int) -> dict:
+    """pass@k for k other than 1 (steps_pass@k, problems_pass@k) and the 95% intervals of the
+    pass@1 scores (<name>_ci95: lower, upper); the pass@1 metrics themselves stay as they were."""
+    out = {}
+    for name, value in (results.get("pass@k") or {}).items():
+        if name != "k" and not name.endswith("@1") and value is not None:
+            out[name] = {"scores": {name: {"value": float(value), "stats": {"count": n}}}}
+    interval = results.get("interval") or {}
+    for name in METRICS:
+        lo_hi = interval.get(name)
+        if lo_hi:
+            out[f"{name}_ci95"] = {"scores": {"lower": {"value": float(lo_hi[0]), "stats": {}},
+                                              "upper": {"value": float(lo_hi[1]), "stats": {}}}}
+    return out
+
+
 def parse_output(output_dir: str) -> EvaluationResult:
     results = json.loads(_find(output_dir).read_text())
     n = int(results.get("n_samples") or 1)
@@ -44,6 +60,7 @@ def parse_output(output_dir: str) -> EvaluationResult:
         if n > 1 and err is not None:
             stats["stderr"] = err
         metrics[name] = {"scores": {name: {"value": results[name], "stats": stats}}}
+    metrics.update(extra_metrics(results, n))
     metrics.update(usage_metrics(results.get("usage") or {}))
     task = {"metrics": metrics}
     return EvaluationResult(tasks={"scicode": task}, groups={"scicode": task})

@@ -5,9 +5,9 @@ import typer
 
 from harness.errors import HarnessError
 
-from harness.cli.commands import data, doctor, image, reference, sandbox, selftest, targets
+from harness.cli.commands import compare, data, doctor, image, reference, sandbox, selftest, targets
 
-app = typer.Typer(help="SciCode harness admin: data, image, sandbox, targets, reference endpoint, doctor, sweep.",
+app = typer.Typer(help="SciCode harness admin: data, image, sandbox, targets, reference endpoint, doctor, sweep, compare, report.",
                   no_args_is_help=True, add_completion=False)
 app.add_typer(data.app, name="data")
 app.add_typer(image.app, name="image")
@@ -17,6 +17,8 @@ app.command("sweep")(sandbox.sweep)
 app.command("serve-reference")(reference.serve_reference)
 app.command("selftest")(selftest.selftest)
 app.command("doctor")(doctor.doctor)
+app.command("compare")(compare.compare)
+app.command("report")(compare.report)
 
 
 def main():

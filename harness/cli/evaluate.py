@@ -99,6 +99,12 @@ def parser() -> argparse.ArgumentParser:
     a("--sandbox-cpus", type=_positive_float, default=1.0)
     a("--junit-xml", type=Path, default=None)
     a("--fail-under", type=parse_fail_under, default=None, help="steps=X[,problems=Y]: exit 3 when a score is below")
+    a("--baseline", type=Path, default=None,
+      help="an earlier run's output directory (or results JSON): compare at the end, exit 3 when this "
+           "run is significantly worse (as `scicode-harness compare --fail-if-worse`)")
+    a("--baseline-alpha", type=_probability, default=0.05, help="significance level of --baseline")
+    a("--pass-k", type=pass_ks, default=(), help="k values of pass@k, e.g. 1,5 (each <= --n-samples; "
+      "default: 1 and n)")
     a("--prefill", choices=_values(C.Prefill), default="verbatim",
       help="code for the never-asked steps 13.6/62.1/76.3: whole file, or upstream's extraction")
     a("--problems", type=Path, default=None,
@@ -125,6 +131,24 @@ def parser() -> argparse.ArgumentParser:
     a("--progress", choices=_values(C.ProgressStyle), default="auto",
       help="bars on a terminal (auto), always bars, or periodic plain lines (logs)")
     return p
+
+
+def _probability(v: str) -> float:
+    f = float(v)
+    if not 0 < f < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {v}")
+    return f
+
+
+def pass_ks(v: str) -> tuple[int, ...]:
+    """argparse type of --pass-k: "1,5" -> (1, 5)."""
+    try:
+        ks = sorted({int(x) for x in v.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas (e.g. 1,5), got {v!r}") from None
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError(f"each k must be >= 1, got {v!r}")
+    return tuple(ks)
 
 
 def parse_fail_under(s: str | None) -> dict[str, float]:
@@ -190,7 +214,11 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
                         allow_missing_targets=args.allow_missing_targets)
     output = C.Output(dir=Path(args.output_dir), log_dir=args.log_dir, quiet=args.quiet, progress=args.progress,
                       junit_xml=args.junit_xml, fail_under=MappingProxyType(dict(args.fail_under or {})),
-                      max_gen_errors=args.max_gen_errors, price_in=args.price_in, price_out=args.price_out)
+                      max_gen_errors=args.max_gen_errors, price_in=args.price_in, price_out=args.price_out,
+                      pass_k=tuple(args.pass_k or ()), baseline=args.baseline, alpha=args.baseline_alpha)
+    if output.pass_k and output.pass_k[-1] > args.n_samples:
+        from harness.errors import UserError
+        raise UserError(f"--pass-k {output.pass_k[-1]} needs at least that many --n-samples (got {args.n_samples})")
     # an explicit --split wins: --include-dev is a task default (aa_scicode, scicode_aa_v2)
     # the user's own `config.params.extra.split` must be able to override
     split = args.split or ("all" if args.include_dev else "test")

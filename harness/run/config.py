@@ -75,6 +75,9 @@ class Output:
     max_gen_errors: int = 0
     price_in: Optional[float] = None    # per million prompt tokens: adds a cost to the results
     price_out: Optional[float] = None   # per million completion tokens
+    pass_k: tuple[int, ...] = ()        # --pass-k; empty: 1 and n
+    baseline: Optional[Path] = None     # --baseline: compare with this run at the end
+    alpha: float = 0.05                 # --baseline-alpha
 
 
 @dataclass(frozen=True)
