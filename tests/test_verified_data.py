@@ -37,11 +37,11 @@ def _step(sid, code=None, tests=1):
             "test_cases": [f"assert f() == target  # {i}" for i in range(tests)]}
 
 
-def make_problems(unscored_code="class Maxwell:\n    pass\n"):
+def make_problems(unscored_code="class Maxwell:\n    pass\n", unscored=True):
     return [{"problem_id": "1", "required_dependencies": "import numpy as np",
              "sub_steps": [_step("1.1"), _step("1.2", tests=2)]},
-            {"problem_id": "13", "required_dependencies": "",
-             "sub_steps": [_step("13.1"), _step("13.6", unscored_code, 0)]},   # 13.6: unscored, prefilled
+            {"problem_id": "13", "required_dependencies": "",   # 13.6: unscored, prefilled
+             "sub_steps": [_step("13.1")] + ([_step("13.6", unscored_code, 0)] if unscored else [])},
             {"problem_id": "2", "required_dependencies": "", "sub_steps": [_step("2.1")]}]
 
 
@@ -190,7 +190,9 @@ def test_official_pin():
     assert p.h5_urls == ("https://github.com/flyingwagner/scicode-verified/releases/download/data/"
                          "test_data_cleaned.h5",)
     assert (p.problems_md5, p.h5_md5) == ("07c4cd521ea60a166c05737ddfa51ac0", "2b41a7df40ddc23ce651ec05b8ecb6f8")
-    assert (p.problems_sha256, p.manifest_sha256, p.h5_sha256) == (None, None, None)
+    assert (p.problems_sha256, p.manifest_sha256, p.h5_sha256) == (
+        "24e5e32a77c5504a7d79f7a28b705dfdd7175975cf417bed48caf68f1610ea1a",
+        "28a4663f1c911661c9895431a1f840fb7b3f7f7992cbef2120d14c379361045f", None)
     assert (p.version, p.n_problems, p.unscored_steps) == ("v2", 64, ("13.6", "62.1", "76.3"))
     assert len(V.pin_id(p)) == 12 and V.pin_id(p) == V.pin_id(V.official_pin())
 
@@ -342,7 +344,7 @@ def test_manifest_not_json(tmp_cache, pin, server):
 @pytest.mark.parametrize("kind, needle", [
     ("count", "2 problems, the pin expects 3"),
     ("order", "problem ids differ from the manifest's problem_order (in one only: ['2', '3'])"),
-    ("unscored", "unscored step 13.6 has no ground_truth_code"),
+    ("unscored", "unscored step(s) 13.6 missing"),
 ])
 def test_jsonl_structure(tmp_path, tmp_cache, kind, needle):
     """Consistent hashes, but content the pin does not describe."""
@@ -351,7 +353,7 @@ def test_jsonl_structure(tmp_path, tmp_cache, kind, needle):
     elif kind == "order":
         files = make_files(tmp_path, order=("1", "13", "3"))
     else:
-        files = make_files(tmp_path, problems=make_problems(unscored_code="  "))
+        files = make_files(tmp_path, problems=make_problems(unscored=False))
     src = tmp_path / "src"
     src.mkdir()
     for name, data in files.items():
@@ -539,3 +541,12 @@ def test_cli_subprocess_exit_codes(tmp_path, tmp_cache, pin, server, files):
     assert "verified" in r.stdout
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "already present and verified" in r.stdout
+
+
+def test_unscored_step_without_code_takes_upstreams_prefilled_code(dev_problems):
+    """The released v2 JSONL carries no code for 13.6, 62.1 and 76.3 (ground_truth_code null):
+    the cumulative program gets upstream's pinned prefilled code, as for the original split."""
+    from harness.data import dataset
+    problem = make_problems(unscored_code=None)[1]
+    assert V.prefilled_code(problem, "13.6") == dataset.prefilled_code("13.6")
+    assert "class Maxwell" in V.prefilled_code(problem, "13.6")

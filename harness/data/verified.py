@@ -1,6 +1,7 @@
 """SciCode-Verified (arXiv 2608.04975; github.com/flyingwagner/scicode-verified, Apache-2.0,
 dataset v2): a human-verified correction of SciCode's test split. 64 problems, 287 scored steps;
-the unscored steps 13.6, 62.1, 76.3 carry reference code (ground_truth_code) in the JSONL.
+the unscored steps 13.6, 62.1, 76.3 take upstream's prefilled code where
+the JSONL carries none (the released v2 JSONL carries none).
 
 A Pin says where the files come from and what they must be: problems_test.jsonl and
 test_data_cleaned.h5 (~1.1 GB, resumable download) by md5 (and sha256 when pinned); manifest.json
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.data import testdata
+from harness.data import dataset
 from harness.data.dataset import SKIPPED_STEPS, DataError, _sig
 from harness.util.paths import cache_dir, write_bytes_atomic
 
@@ -30,6 +32,8 @@ H5 = "test_data_cleaned.h5"
 H5_URL = f"https://github.com/{REPO}/releases/download/data/{H5}"
 PROBLEMS_MD5 = "07c4cd521ea60a166c05737ddfa51ac0"
 H5_MD5 = "2b41a7df40ddc23ce651ec05b8ecb6f8"
+PROBLEMS_SHA256 = "24e5e32a77c5504a7d79f7a28b705dfdd7175975cf417bed48caf68f1610ea1a"
+MANIFEST_SHA256 = "28a4663f1c911661c9895431a1f840fb7b3f7f7992cbef2120d14c379361045f"
 PULL_HINT = "scicode-harness data pull --benchmark verified"
 SUBDIR = "scicode_verified"   # where a checkout of the repository keeps the small files
 
@@ -56,10 +60,11 @@ class Pin:
 def official_pin() -> Pin:
     """The upstream repository at the pinned commit."""
     problems, manifest = (RAW.format(repo=REPO, commit=COMMIT, name=n) for n in (PROBLEMS, MANIFEST))
-    # No sha256 of the real files could be taken when this was pinned (GitHub was out of reach):
-    # problems_test.jsonl and the h5 are verified by the manifest's md5s only, the manifest by content.
+    # The two small files' sha256 were taken from the commit's text (their md5/content equal the
+    # manifest's). The h5 release asset was out of reach when this was pinned: md5 only.
     return Pin(commit=COMMIT, problems_urls=(problems,), manifest_urls=(manifest,),
                h5_urls=(H5_URL,), problems_md5=PROBLEMS_MD5, h5_md5=H5_MD5, official=True,
+               problems_sha256=PROBLEMS_SHA256, manifest_sha256=MANIFEST_SHA256,
                source=f"github.com/{REPO}@{COMMIT[:12]} (dataset v2)")
 
 
@@ -186,11 +191,10 @@ def _problems_problem(pin: Pin, data: bytes, manifest: dict) -> str | None:
         return f"{len(ids)} problems, the pin expects {pin.n_problems}"
     if len(set(ids)) != len(ids) or set(ids) != set(order):
         return f"problem ids differ from the manifest's problem_order (in one only: {sorted(set(ids) ^ set(order))})"
-    steps = {s.get("step_number"): s for p in problems for s in p.get("sub_steps") or []}
-    for sid in pin.unscored_steps:
-        code = (steps.get(sid) or {}).get("ground_truth_code")
-        if not (isinstance(code, str) and code.strip()):
-            return f"unscored step {sid} has no ground_truth_code"
+    steps = {s.get("step_number") for p in problems for s in p.get("sub_steps") or []}
+    missing = [sid for sid in pin.unscored_steps if sid not in steps]
+    if missing:
+        return f"unscored step(s) {', '.join(missing)} missing"
     return None
 
 
@@ -280,14 +284,16 @@ def load_manifest(pin: Pin) -> dict:
 
 
 def prefilled_code(problem: dict, step_id: str) -> str:
-    """The reference code an unscored step (13.6, 62.1, 76.3) brings into the cumulative program."""
+    """The reference code an unscored step (13.6, 62.1, 76.3) brings into the cumulative program:
+    the JSONL's ground_truth_code where it has one, else upstream's pinned prefilled code (the
+    released v2 JSONL has none for these steps, as upstream's test split)."""
     for step in problem.get("sub_steps") or []:
         if step.get("step_number") == step_id:
             code = step.get("ground_truth_code")
-            if isinstance(code, str) and code.strip():
+            if isinstance(code, str) and code.strip() and code.strip() != "None":
                 return code
             break
-    raise DataError(f"no prefilled code for step {step_id!r} in problem {problem.get('problem_id')!r}")
+    return dataset.prefilled_code(step_id)
 
 
 # ---------------------------------------------------------------- pulling
