@@ -108,3 +108,23 @@ def summary(envs: tuple, full: bool, backends: Mapping[str, Backend], records: l
             "counts": ran, "passed": {e: ran[e].get("pass", 0) for e in envs},
             "rescued": len(rescued), "rescued_steps": rescued,
             "passed_only_in": {e: sorted(set(v)) for e, v in only.items()}}
+
+
+def isolation(backend: Backend) -> dict:
+    """The results JSON's `sandbox_isolation`: the tier, why, and whether candidates could read
+    the targets file (only under process: it sees the host's files)."""
+    return {"tier": backend.tier or backend.name, "why": backend.tier_reason,
+            "targets_readable": backend.name == "process"}
+
+
+def isolation_line(backend: Backend) -> str:
+    """One line for the start of a run that did not get Docker, else ''."""
+    if backend.tier in (None, "docker") or backend.tier_reason.startswith("--sandbox"):
+        return "" if backend.name != "process" else TARGETS_READABLE
+    if backend.name == "process":
+        return f"sandbox auto: process isolation only ({backend.tier_reason}); {TARGETS_READABLE}"
+    return f"sandbox auto: {backend.tier} ({backend.tier_reason})"
+
+
+TARGETS_READABLE = ("warning: under --sandbox process candidate code can read the host's files, "
+                    "the targets file included (strict grading cannot keep `target` from it)")
