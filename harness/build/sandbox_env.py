@@ -51,13 +51,15 @@ def _run(cmd: list[str], what: str, timeout: float = 1800) -> str:
     return p.stdout
 
 
-def build(env: str, force: bool = False, python: Optional[str] = None, progress: Say = print) -> Path:
-    """The built venv of `env` (reused when its lock's venv is complete)."""
+def build(env: str, force: bool = False, python: Optional[str] = None, progress: Say = print,
+          wheelhouse: Optional[Path] = None) -> Path:
+    """The built venv of `env` (reused when its lock's venv is complete); `wheelhouse`: install
+    from that directory instead of the cache's (the harness container's build)."""
     target = env_dir(env)
     if not force and find_env(env):
         progress(f"environment {env}: {target} is complete")
         return target
-    wheelhouse = ensure_wheelhouse(progress, env)
+    wheelhouse = wheelhouse or ensure_wheelhouse(progress, env)
     with flock(target.parent.parent / f".{env}.lock"):
         if not force and find_env(env):
             return target

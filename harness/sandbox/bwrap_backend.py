@@ -69,6 +69,16 @@ def can_drop() -> bool:
             and _mapped("/proc/self/gid_map", NOBODY))
 
 
+def maps_to_host_root() -> bool:
+    """Root in a user namespace whose 0 is its parent's 0 (``unshare -Ur`` run by root)."""
+    try:
+        with open("/proc/self/uid_map") as fh:
+            rows = [tuple(map(int, line.split())) for line in fh if line.strip()]
+    except (OSError, ValueError):
+        return True
+    return any(inner == 0 and outer == 0 for inner, outer, _ in rows)
+
+
 def _tool(name: str) -> str:
     path = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
     if not path:
@@ -97,6 +107,10 @@ class BwrapBackend(ProcessBackend):
         if not self.filter.is_file():
             raise SandboxUnavailable(f"no seccomp filter for this architecture ({self.filter.name})")
         self.drop = can_drop()
+        if os.geteuid() == 0 and not self.drop and maps_to_host_root():
+            raise SandboxUnavailable("root in a user namespace without uid 65534 whose root is the "
+                                     "host's: bwrap would run jobs as host root; run the harness as "
+                                     "a non-root user (or map uid 65534)")
         self.iso = {"uid": NOBODY if self.drop else os.geteuid()}
         self.base_binds = self._base_binds()
         self._procs = set()

@@ -1,6 +1,7 @@
 """`scicode-harness env build`: the sandbox environments as venvs, for --sandbox bwrap and process."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -16,6 +17,8 @@ def build_cmd(
     python: Optional[str] = typer.Option(None, "--python",
                                          help="Base interpreter (default: /usr/bin/python3 if 3.11)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print the venv paths."),
+    wheelhouse: Optional[Path] = typer.Option(None, "--wheelhouse", exists=True, file_okay=False,
+                                              help="Install from this directory of wheels (one --env)."),
 ):
     """Install each environment's hashed lock, offline from its wheelhouse, into
     <cache>/envs/<env>/<lock digest> (reused while the lock is unchanged)."""
@@ -27,9 +30,13 @@ def build_cmd(
         if not quiet:
             typer.echo(line, err=True)
 
-    for name in _envs(env):
+    names = _envs(env)
+    if wheelhouse is not None and len(names) != 1:
+        raise typer.BadParameter("--wheelhouse goes with one --env", param_hint="--wheelhouse")
+    for name in names:
         try:
-            typer.echo(venv.build(name, force=force, python=python, progress=progress))
+            typer.echo(venv.build(name, force=force, python=python, progress=progress,
+                                  wheelhouse=wheelhouse))
         except ImageError as e:
             typer.echo(f"error: [{name}] {e}", err=True)
             raise typer.Exit(1)
