@@ -117,11 +117,13 @@ class BwrapBackend(ProcessBackend):
         self._lock = threading.Lock()
         self._closed = False
         self._cpu_load = {c: 0 for c in sorted(os.sched_getaffinity(0))}
+        self.disable_userns = True
         if proc is None:
-            proc = self._pick_proc()
+            proc, self.disable_userns = self._pick_proc()
         self.proc = proc
         self.isolation = {"netns": True, "pidns": True, "uid": NOBODY, "nproc": True,
-                          "wrapper": "bwrap", "proc": proc, "dropped_from_root": self.drop}
+                          "wrapper": "bwrap", "proc": proc, "dropped_from_root": self.drop,
+                          "disable_userns": self.disable_userns}
 
     def _base_binds(self) -> list[str]:
         """The base interpreter's prefix, when the venv's python lives outside /usr."""
@@ -131,16 +133,17 @@ class BwrapBackend(ProcessBackend):
         prefix = os.path.dirname(os.path.dirname(real))
         return [prefix] if prefix not in ("/", "") else []
 
-    def _pick_proc(self) -> bool:
-        """Full isolation when a probe job runs with --proc, else without; else unavailable."""
+    def _pick_proc(self) -> tuple[bool, bool]:
+        """(--proc, --disable-userns): full isolation when a probe job runs with both, else
+        the first variant without that runs; else unavailable."""
         key = (str(self.venv), os.geteuid())
         with _probe_lock:
             if key not in _probe_cache:
                 _probe_cache[key] = probe_tier(self)
-            tier, why = _probe_cache[key]
-        if tier is None:
+            variant, why = _probe_cache[key]
+        if variant is None:
             raise SandboxUnavailable(f"bwrap cannot start a sandbox here: {why}")
-        return tier == "full"
+        return variant
 
     # ---- command line ------------------------------------------------------------------
 
@@ -155,8 +158,8 @@ class BwrapBackend(ProcessBackend):
         return out
 
     def _bwrap_args(self, lim: Limits, fds: dict, service: bool) -> list[str]:
-        args = [self.tools["bwrap"], "--unshare-all", "--unshare-user", "--disable-userns",
-                "--new-session", "--cap-drop", "ALL", "--clearenv", "--uid", str(NOBODY),
+        args = [self.tools["bwrap"], "--unshare-all", "--unshare-user",
+                *(["--disable-userns"] if self.disable_userns else []), "--new-session", "--cap-drop", "ALL", "--clearenv", "--uid", str(NOBODY),
                 "--gid", str(NOBODY), "--hostname", "sandbox"]
         if not service:   # PDEATHSIG follows the starting thread; a service outlives it
             args.append("--die-with-parent")
@@ -256,13 +259,14 @@ def _close(fds: dict) -> None:
             pass
 
 
-def probe_tier(be: BwrapBackend) -> tuple[Optional[str], str]:
-    """("full" | "noproc" | None, why): whether a probe job runs with /proc, without, or not."""
+def probe_tier(be: BwrapBackend) -> tuple[Optional[tuple[bool, bool]], str]:
+    """((proc, disable_userns) | None, why): the first variant a probe job runs in. Without
+    --disable-userns (a read-only /proc/sys) the seccomp filter still refuses new namespaces."""
     why = ""
-    for tier, proc in (("full", True), ("noproc", False)):
-        be.proc = proc
+    for proc, disable in ((True, True), (False, True), (False, False)):
+        be.proc, be.disable_userns = proc, disable
         o = be.run(Job(code=PROBE_CODE, limits=Limits(timeout=60, memory="2g")))
         if o.status == "ok" and o.stdout.strip().endswith("ok"):
-            return tier, ("--proc works" if proc else f"--proc refused ({why})")
+            return (proc, disable), ("full isolation" if proc else f"without /proc ({why})")
         why = (o.stderr.strip().splitlines() or [o.status])[-1][:200]
     return None, why
