@@ -675,9 +675,9 @@ def test_missing_image_and_missing_daemon_are_clear(docker_client, monkeypatch):
         get_backend("docker", image="scicode-sandbox:does-not-exist", explicit_image=True)
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(SandboxUnavailable) as ei:
-        get_backend("auto")
+        get_backend("docker")
     msg = str(ei.value)
-    assert "\n" not in msg and "start Docker" in msg and "--sandbox process" in msg
+    assert "\n" not in msg and "start Docker" in msg and "--sandbox bwrap" in msg
 
 
 @pytest.mark.docker
