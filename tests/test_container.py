@@ -64,7 +64,7 @@ def test_readme_lists_third_party_sources():
     text = (ROOT / "container" / "README.md").read_text()
     for needle in ("github.com/scicode-bench/SciCode", "nvidia-scicode==26.3", "xantheocracy/scicode-mirror",
                    "Apache-2.0", "NVIDIA-NeMo/Evaluator", "BSD-3-Clause", "root",
-                   "/var/run/docker.sock", "sandbox=process", "config_ef.yaml"):
+                   "/var/run/docker.sock", "sandbox=auto", "bubblewrap", "config_ef.yaml"):
         assert needle in text, needle
 
 
