@@ -254,3 +254,24 @@ def test_gold_dev_scores_1_under_bwrap(tmp_path, dev_targets):
     assert res["run"]["sandbox"] == "bwrap"
     assert res["run"]["sandbox_isolation"] == {"tier": "bwrap", "why": "--sandbox bwrap",
                                                "targets_readable": False}
+
+
+def test_sandbox_run_cli(tmp_path):
+    prog = tmp_path / "p.py"
+    prog.write_text("import os\nprint(os.getuid(), sorted(os.listdir('/')))\n")
+    p = subprocess.run([str(BIN / "scicode-harness"), "sandbox", "run", str(prog), "--backend", "bwrap",
+                        "--json"], capture_output=True, text=True, timeout=120)
+    obj = json.loads(p.stdout)
+    assert p.returncode == 0 and obj["status"] == "ok" and obj["backend"] == "bwrap", p.stderr
+    assert obj["stdout"].startswith("65534 ") and "'root'" not in obj["stdout"], obj
+
+
+def test_root_whose_namespace_maps_to_host_root_is_refused():
+    """`unshare -Ur` run by root: no uid 65534 to drop to, and its root is the host's."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a non-root harness has no host root to leak")
+    code = ("from harness.sandbox.bwrap_backend import BwrapBackend\n"
+            "try:\n    BwrapBackend()\nexcept Exception as e:\n    print(e)\n")
+    p = subprocess.run(["unshare", "-Ur", sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert "bwrap would run jobs as host root" in p.stdout, p.stdout + p.stderr
