@@ -236,7 +236,9 @@ class BwrapBackend(ProcessBackend):
     def _outcome(self, job: Job, rc, out, err, timed_out: bool, duration: float):
         if rc == 128 + signal.SIGXCPU:   # bwrap reports a signalled child as 128 + signal
             rc = -signal.SIGXCPU
-        return super()._outcome(job, rc, out, err, timed_out, duration)
+        o = super()._outcome(job, rc, out, err, timed_out, duration)
+        o.image = self.image   # the venv it ran in
+        return o
 
     def service(self, source: str, name: str):
         """The verifier in a sandbox of its own: no host files, no network, its own PID
