@@ -133,7 +133,7 @@ def open_backends(run: Run, workers: int) -> None:
     run.backends = envs.open_backends(run.config, run.limits, workers)
     run.backend = run.backends[run.config.sandbox.envs[0]]
     line = envs.isolation_line(run.backend)
-    if line and not run.config.output.quiet:
+    if line:   # also under --quiet, like every warning
         print(f"scicode_eval: {line}", file=sys.stderr)
 
 
