@@ -24,6 +24,8 @@ Root: bwrap would map the sandbox's uid to host uid 0, so a root harness first d
 does not, and the harness's "root" is an unprivileged user outside anyway).
 
 Output caps, outcome classification and the runner protocol are the process backend's.
+Unlike Docker there is no cgroup: memory is address space (a MemoryError is reported as oom),
+and RLIMIT_NPROC counts per user, so concurrent jobs share one process budget.
 """
 from __future__ import annotations
 
