@@ -8,6 +8,8 @@
 #   core_evals/scicode/framework.yml    -> /opt/metadata/scicode/framework.yml (own small layer)
 #   sandbox_image/                      the sandbox image recipe + lock (sandboxes are checked against it)
 #   wheels/                             every dependency (cp311 manylinux x86_64), incl. the sandbox lock's
+#   envwheels/<env>/                    each sandbox environment's locked wheels (its venv, for bwrap)
+#   debs/                               Debian's bubblewrap package
 #   project/                            this project's wheel
 #   data/                               the SciCode problem files, verified against their pinned sha256
 #   testdata/                           empty, or test_data.h5 (`--with-test-data`)
@@ -19,8 +21,11 @@
 #
 # Sandboxes: with /var/run/docker.sock mounted the harness starts them as
 # sibling containers on the host's daemon (program code goes over stdin, so no
-# host path is shared); without a socket use `sandbox=process`. The image runs
-# as root by default because the Docker socket is usually root:docker 0660.
+# host path is shared); without a socket `sandbox=auto` runs them under bubblewrap
+# in the venvs built here (/opt/scicode-cache/envs), when the container may create
+# namespaces (docker run --security-opt seccomp=unconfined --security-opt
+# systempaths=unconfined; Slurm/enroot, Apptainer), else as processes. The image
+# runs as root by default because the Docker socket is usually root:docker 0660.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # ---- stage 1: venv + dataset (the wheels and raw data never reach the final image)
@@ -49,6 +54,12 @@ RUN /opt/venv/bin/python -m pip install --no-index --find-links /tmp/wheels --on
  && mkdir -p /opt/scicode-harness \
  && /opt/venv/bin/python -c "import importlib.metadata as M; lic = lambda d: d.metadata.get('License-Expression') or next((c.split(' :: ')[-1] for c in (d.metadata.get_all('Classifier') or []) if c.startswith('License ::')), None) or ((d.metadata.get('License') or '').strip().splitlines() or ['see the package metadata'])[0][:80]; print('\n'.join(sorted('%s==%s  %s' % (d.metadata['Name'], d.version, lic(d)) for d in M.distributions())))" \
         > /opt/scicode-harness/THIRD_PARTY_PACKAGES.txt
+COPY envwheels/ /tmp/envwheels/
+COPY sandbox_image/ /tmp/sandbox_image/
+RUN for env in 2024 2025; do \
+        SCICODE_HARNESS_IMAGE_DIR=/tmp/sandbox_image /opt/venv/bin/scicode-harness env build \
+            --env $env --wheelhouse /tmp/envwheels/$env || exit 1; \
+    done
 COPY data/ /tmp/scicode-data/
 COPY testdata/ /tmp/scicode-testdata/
 RUN /opt/venv/bin/scicode-harness data pull --from /tmp/scicode-data \
@@ -80,6 +91,8 @@ COPY --from=install /opt/scicode-cache /opt/scicode-cache
 COPY --from=install /opt/venv /opt/venv
 COPY --from=install /opt/scicode-harness /opt/scicode-harness
 COPY sandbox_image/ /opt/scicode-harness/sandbox_image/
+COPY debs/ /tmp/debs/
+RUN dpkg -i /tmp/debs/bubblewrap_*.deb && rm -rf /tmp/debs && bwrap --version
 # The launcher writes config_ef.yaml into the working directory and may run the
 # image as any user, so /workspace is world-writable. The cache is read-only
 # except targets/ and logs/ (sticky, world-writable; set in the install stage).

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SH := $(VENV)/bin/scicode-harness
 
-.PHONY: setup venv docker browser data image procvenv run test bench container clean
+.PHONY: setup venv docker browser bwrap data image envs procvenv run test bench container clean
 
 # As root, the process backend drops to uid 65534; that needs an interpreter outside /root.
 # `make test` builds one from each sandbox lock (same versions as the images) so those red-team
@@ -12,7 +12,7 @@ SH := $(VENV)/bin/scicode-harness
 PROCVENV ?= /opt/scicode-procvenv
 LOCKS := 2024:sandbox_image/requirements.lock 2025:sandbox_image/requirements-2025.lock
 
-setup: venv docker browser data image
+setup: venv docker browser bwrap data image envs
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -31,11 +31,25 @@ browser:
 	  { apt-get update -qq && apt-get install -y -q chromium >/dev/null; }; \
 	else echo "make browser: install Chromium (Debian: apt-get install chromium); the report page's test needs it" >&2; fi
 
+# --sandbox bwrap (and auto without Docker): Debian's bubblewrap, and libseccomp's Python
+# bindings that the test of the shipped seccomp filter checks its syscall numbers against.
+bwrap:
+	@if ! command -v bwrap >/dev/null || ! /usr/bin/python3 -c 'import seccomp' 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && [ -r /etc/debian_version ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap python3-seccomp >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap python3-seccomp >/dev/null; }; \
+	  else echo "bwrap: install bubblewrap for --sandbox bwrap (scicode-harness doctor says more)"; fi; \
+	fi
+
 data: venv
 	$(SH) data verify >/dev/null 2>&1 || $(SH) data pull
 
 image: venv docker
 	$(SH) image build --offline --env all
+
+# Each sandbox environment as a venv (offline, from the image's wheelhouse) for bwrap and process jobs.
+envs: venv image
+	$(SH) env build --env all -q
 
 run: setup
 	$(SH) selftest

@@ -136,6 +136,9 @@ def prepare(config: RunConfig) -> Run:
 def open_backends(run: Run, workers: int) -> None:
     run.backends = envs.open_backends(run.config, run.limits, workers)
     run.backend = run.backends[run.config.sandbox.envs[0]]
+    line = envs.isolation_line(run.backend)
+    if line:   # also under --quiet, like every warning
+        print(f"scicode_eval: {line}", file=sys.stderr)
 
 
 def close_backends(run: Run) -> None:

@@ -64,7 +64,7 @@ def test_readme_lists_third_party_sources():
     text = (ROOT / "container" / "README.md").read_text()
     for needle in ("github.com/scicode-bench/SciCode", "nvidia-scicode==26.3", "xantheocracy/scicode-mirror",
                    "Apache-2.0", "NVIDIA-NeMo/Evaluator", "BSD-3-Clause", "root",
-                   "/var/run/docker.sock", "sandbox=process", "config_ef.yaml"):
+                   "/var/run/docker.sock", "sandbox=auto", "bubblewrap", "config_ef.yaml"):
         assert needle in text, needle
 
 
@@ -179,13 +179,12 @@ def test_framework_yml_alone_in_a_small_metadata_layer(docker_client, harness_im
 
 
 @pytest.mark.docker
-def test_without_socket_auto_stops_and_process_works(docker_client, harness_image):
+def test_without_socket_auto_falls_back_and_process_works(docker_client, harness_image):
     from harness.data import dataset
     step = dataset.load_problems("dev")[0]["sub_steps"][0]["step_number"]
-    rc, out, err = _run(docker_client, f"scicode-harness targets build --backend auto --step {step} "
-                                        "--out /tmp/t.h5")
-    assert rc != 0
-    assert "no Docker daemon answers" in out + err and "--sandbox process" in out + err, out + err
+    # a default container may not create namespaces: no Docker, no bwrap, so process (said why)
+    rc, out, err = _run(docker_client, "scicode-harness doctor | grep 'sandbox auto'")
+    assert "sandbox auto: process (no Docker daemon answers" in out and "bwrap unavailable" in out, out + err
     rc, out, err = _run(docker_client, f"scicode-harness targets build --backend process --runs 1 "
                                         f"--step {step} --out /tmp/t.h5 && test -s /tmp/t.h5 && echo BUILT",
                         user="4242:4242")

@@ -247,6 +247,10 @@ def test_process_sandbox_uses_scicode_process_python(problem_set, tmp_path, monk
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     res = json.loads(next((tmp_path / "out" / "scicode_results").glob("*.json")).read_text())
     assert res["run"]["grading"]["verifier_versions"]["numpy"] == want
+    # the candidate could read the targets file: the results JSON and the run's end say so
+    assert res["run"]["sandbox_isolation"] == {"tier": "process", "why": "--sandbox process",
+                                               "targets_readable": True}
+    assert "the targets file included" in p.stdout + p.stderr
 
 
 def test_verifier_that_cannot_start_ends_the_run_at_once(problem_set, tmp_path, monkeypatch):

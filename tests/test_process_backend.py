@@ -168,12 +168,14 @@ def test_get_backend_process_and_unknown():
         get_backend("firecracker")
 
 
-def test_auto_without_daemon_names_both_fixes(monkeypatch):
+def test_docker_without_daemon_names_the_fixes_and_auto_falls_back(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(SandboxUnavailable) as ei:
-        get_backend("auto")
+        get_backend("docker")
     msg = str(ei.value)
-    assert "\n" not in msg and "start Docker" in msg and "--sandbox process" in msg
+    assert "\n" not in msg and "start Docker" in msg and "--sandbox bwrap" in msg
+    with get_backend("auto", limits=LIM) as be:   # bubblewrap works here (make setup installs it)
+        assert (be.name, be.tier) == ("bwrap", "bwrap") and "no Docker daemon answers" in be.tier_reason
 
 
 def test_cli_json_process(tmp_path):

@@ -45,10 +45,12 @@ from pathlib import Path
 from harness.build import common
 from harness.build.common import Say, build_lock, flock, last_line
 from harness.build.container_inputs import (DOCKERFILE, FRAMEWORK, README, SANDBOX_DIR, SANDBOX_FILES,
+                                            bubblewrap_deb,
                                             ContainerError, _read_manifest, build_project_wheel,
                                             dataset_files, ensure_wheelhouse, inputs_digest,
                                             test_data_file, wheel_version, wheelhouse_dir)
 from harness.sandbox.image_lookup import ImageError, _get, _labels
+from harness.sandbox.envs import ENVS
 from harness.util.paths import cache_dir
 
 REPOSITORY = "scicode-harness"
@@ -112,19 +114,27 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def sandbox_wheelhouse(progress: Say = print) -> Path:
-    """The sandbox image's hash-checked wheelhouse (downloaded by harness.build.image when missing)."""
+def sandbox_wheelhouse(progress: Say = print, env: str = "2024") -> Path:
+    """A sandbox environment's hash-checked wheelhouse (downloaded by harness.build.image when missing)."""
     from harness.build import image
     with build_lock():   # shared with `scicode-harness image build`
         try:
-            return image.ensure_wheelhouse(progress)
+            return image.ensure_wheelhouse(progress, env)
         except ImageError as e:
             raise ContainerError(str(e)) from None
 
 
 def prepare_context(ctx: Path, *, project_wheel: Path, wheelhouse: Path, data: dict[str, Path],
-                    test_data: Path | None, sandbox_wheels: Path | None = None) -> None:
+                    test_data: Path | None, sandbox_wheels: Path | None = None,
+                    env_wheels: dict[str, Path] | None = None, bwrap_deb: Path | None = None) -> None:
     """Lay out the build context the Dockerfile expects (see its header)."""
+    for env, house in (env_wheels or {}).items():   # each sandbox environment's venv (bwrap)
+        (ctx / "envwheels" / env).mkdir(parents=True)
+        for p in house.glob("*.whl"):
+            _link_or_copy(p, ctx / "envwheels" / env / p.name)
+    (ctx / "debs").mkdir()
+    if bwrap_deb is not None:
+        _link_or_copy(bwrap_deb, ctx / "debs" / bwrap_deb.name)
     shutil.copy2(DOCKERFILE, ctx / "Dockerfile")
     (ctx / "container").mkdir()
     shutil.copy2(README, ctx / "container" / "README.md")
@@ -293,8 +303,11 @@ def build(force: bool = False, base_image: str | None = None, with_test_data: bo
             wheelhouse = ensure_wheelhouse(project_wheel, progress)
             manifest = _read_manifest(wheelhouse) or {}
             sandbox_wheels = sandbox_wheelhouse(progress)
+            env_wheels = {env: sandbox_wheelhouse(progress, env) for env in ENVS}
+            bwrap_deb = bubblewrap_deb(progress)
             t = lap("wheelhouse", t)
-            digest = inputs_digest(base_id=base_id, deps_manifest=manifest, data=data, test_data=test_data)
+            digest = inputs_digest(base_id=base_id, deps_manifest=manifest, data=data, test_data=test_data,
+                                   bwrap_deb=bwrap_deb)
             if not force:
                 img = find_built(client, digest)
                 if img is not None:
@@ -312,7 +325,8 @@ def build(force: bool = False, base_image: str | None = None, with_test_data: bo
             ctx = tmp / "context"
             ctx.mkdir()
             prepare_context(ctx, project_wheel=project_wheel, wheelhouse=wheelhouse, data=data,
-                            test_data=test_data, sandbox_wheels=sandbox_wheels)
+                            test_data=test_data, sandbox_wheels=sandbox_wheels,
+                            env_wheels=env_wheels, bwrap_deb=bwrap_deb)
             buildargs = {"BASE_IMAGE": base_ref, "HARNESS_VERSION": version, "INPUTS_DIGEST": digest}
             previous = _get(client, LATEST)
             progress(f"building {LATEST} from {base_ref} (network none, inputs {digest[:12]})")

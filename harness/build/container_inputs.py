@@ -208,8 +208,28 @@ def test_data_file(progress: Say = print) -> Path:
         raise ContainerError(f"test_data.h5: {e}") from None
 
 
+def bubblewrap_deb(progress) -> Path:
+    """Debian's bubblewrap package for the container (its --sandbox bwrap): from the cache, else
+    apt's archive (it is installed here), else `apt-get download`."""
+    import glob
+    import subprocess
+    debs = cache_dir() / "debs"
+    found = sorted(debs.glob("bubblewrap_*.deb")) or [Path(p) for p in
+                                                      sorted(glob.glob("/var/cache/apt/archives/bubblewrap_*.deb"))]
+    if found:
+        return found[-1]
+    debs.mkdir(parents=True, exist_ok=True)
+    progress("downloading Debian's bubblewrap package for the container")
+    p = subprocess.run(["apt-get", "download", "bubblewrap"], cwd=debs, capture_output=True, text=True)
+    found = sorted(debs.glob("bubblewrap_*.deb"))
+    if p.returncode != 0 or not found:
+        raise ContainerError("the container ships bubblewrap: `apt-get download bubblewrap` failed "
+                             f"({(p.stderr.strip().splitlines() or ['no output'])[-1]})")
+    return found[-1]
+
+
 def inputs_digest(*, base_id: str, deps_manifest: dict[str, str], data: dict[str, Path],
-                  test_data: Path | None) -> str:
+                  test_data: Path | None, bwrap_deb: Path | None = None) -> str:
     """sha256 over everything the image is made of."""
     from harness.data import dataset, testdata
     parts = {
@@ -222,5 +242,6 @@ def inputs_digest(*, base_id: str, deps_manifest: dict[str, str], data: dict[str
         "data": {n: dataset.FILES[n] for n in sorted(data)},
         "test_data": testdata.TEST_DATA_SHA256 if test_data else None,
         "base": base_id,
+        "bubblewrap": sha256_file(bwrap_deb) if bwrap_deb else None,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

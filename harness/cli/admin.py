@@ -5,11 +5,12 @@ import typer
 
 from harness.errors import HarnessError
 
-from harness.cli.commands import compare, data, doctor, image, reference, sandbox, selftest, targets
+from harness.cli.commands import compare, data, doctor, env, image, reference, sandbox, selftest, targets
 
-app = typer.Typer(help="SciCode harness admin: data, image, sandbox, targets, reference endpoint, doctor, sweep, compare, report.",
+app = typer.Typer(help="SciCode harness admin: data, env, image, sandbox, targets, reference endpoint, doctor, sweep, compare, report.",
                   no_args_is_help=True, add_completion=False)
 app.add_typer(data.app, name="data")
+app.add_typer(env.app, name="env")
 app.add_typer(image.app, name="image")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(targets.app, name="targets")

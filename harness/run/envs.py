@@ -15,6 +15,7 @@ from harness.run.config import RunConfig
 from harness.sandbox import Backend, Limits
 from harness.sandbox.envs import DEFAULT_ENV, VERIFIER_ENV
 from harness.sandbox.registry import get_backend
+from harness.sandbox.venvs import find_env
 
 # A verdict that no other environment can change: the step has no target anywhere.
 FINAL = ("pass", "no_target")
@@ -32,13 +33,11 @@ def open_backends(config: RunConfig, limits: Limits, workers: int) -> dict[str, 
     out: dict[str, Backend] = {}
     try:
         for i, env in enumerate(wanted):
-            options: dict = {}
-            if sb.kind == "process":
-                options["python"] = _process_python(config, env)
-            else:
-                options["env"] = env
+            options: dict = {"env": env}
+            if sb.kind in ("process", "auto"):   # auto may fall back to process
+                options["python"] = _process_python(config, env, required=sb.kind == "process")
             own_image = sb.image if i == 0 else None   # --sandbox-image names the first env's image
-            if env not in sb.envs and sb.kind != "process":
+            if env not in sb.envs and sb.kind in ("docker", "auto"):
                 options["warm"] = False   # the verifier's environment: no candidate runs there
             out[env] = get_backend(sb.kind, image=own_image, explicit_image=bool(own_image),
                                    workers=workers, run_id=uuid.uuid4().hex[:12], limits=limits,
@@ -50,16 +49,19 @@ def open_backends(config: RunConfig, limits: Limits, workers: int) -> dict[str, 
     return out
 
 
-def _process_python(config: RunConfig, env: str) -> Optional[str]:
+def _process_python(config: RunConfig, env: str, required: bool = True) -> Optional[str]:
+    """The process backend's interpreter for `env`: $SCICODE_PROCESS_PYTHON[_<ENV>], else the
+    built environment (`scicode-harness env build`), else (2024 only) the harness's own."""
     sb = config.sandbox
-    if env == DEFAULT_ENV:
-        return sb.process_python   # None: the harness's interpreter, as before
-    got = sb.env_pythons.get(env)
-    if not got:
-        raise UserError(f"--sandbox process needs an interpreter for the {env} environment: set "
-                        f"SCICODE_PROCESS_PYTHON_{env} to a Python whose packages follow "
-                        f"sandbox_image/requirements-{env}.lock (or use --sandbox docker)")
-    return got
+    got = sb.process_python if env == DEFAULT_ENV else sb.env_pythons.get(env)
+    built = find_env(env)
+    got = got or (str(built / "bin" / "python") if built else None)
+    if got or env == DEFAULT_ENV or not required:
+        return got
+    raise UserError(f"--sandbox process needs an interpreter for the {env} environment: set "
+                    f"SCICODE_PROCESS_PYTHON_{env} to a Python whose packages follow "
+                    f"sandbox_image/requirements-{env}.lock, or run `scicode-harness env build "
+                    f"--env {env}` (or use --sandbox docker)")
 
 
 def next_env(envs: tuple, tried: Mapping[str, dict], full: bool) -> Optional[str]:
@@ -106,3 +108,23 @@ def summary(envs: tuple, full: bool, backends: Mapping[str, Backend], records: l
             "counts": ran, "passed": {e: ran[e].get("pass", 0) for e in envs},
             "rescued": len(rescued), "rescued_steps": rescued,
             "passed_only_in": {e: sorted(set(v)) for e, v in only.items()}}
+
+
+def isolation(backend: Backend) -> dict:
+    """The results JSON's `sandbox_isolation`: the tier, why, and whether candidates could read
+    the targets file (only under process: it sees the host's files)."""
+    return {"tier": backend.tier or backend.name, "why": backend.tier_reason,
+            "targets_readable": backend.name == "process"}
+
+
+def isolation_line(backend: Backend) -> str:
+    """One line for the start of a run that did not get Docker, else ''."""
+    if backend.tier in (None, "docker") or backend.tier_reason.startswith("--sandbox"):
+        return "" if backend.name != "process" else TARGETS_READABLE
+    if backend.name == "process":
+        return f"sandbox auto: process isolation only ({backend.tier_reason}); {TARGETS_READABLE}"
+    return f"sandbox auto: {backend.tier} ({backend.tier_reason})"
+
+
+TARGETS_READABLE = ("warning: under --sandbox process candidate code can read the host's files, "
+                    "the targets file included (strict grading cannot keep `target` from it)")

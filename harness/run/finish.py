@@ -34,6 +34,9 @@ def finish(run_: Any, seconds: float) -> int:
         report.write_junit(out.junit_xml, records)
     print(report.summary(sc, path, tokens, out.pass_k))
     print(f"report page: {page.path_for(path)}")
+    if run_.backend.name == "process":
+        print(f"scicode_eval: {envs.TARGETS_READABLE}; recorded as sandbox_isolation.targets_readable "
+              "in the results JSON", file=sys.stderr)
     overflowed = [r for r in records if r["status"] == "context_overflow"]
     if overflowed:   # the model's failure, scored; said aloud in case max_tokens alone fills the window
         print(f"scicode_eval: {len(overflowed)} step(s) exceeded the model's context (context_overflow, "
@@ -48,6 +51,7 @@ def meta(run_: Any, seconds: float, records: list[dict]) -> dict:
             "with_background": config.with_background,
             "n_samples": config.n_samples, "limit_samples": config.limit_samples,
             "sandbox": run_.backend.name, "sandbox_runtime": run_.backend.runtime,
+            "sandbox_isolation": envs.isolation(run_.backend),
             "image": run_.backend.image, "prefill": config.prompting.prefill,
             "test_data": str(run_.test_data), "test_data_sha256": run_.test_data_id, "seconds": round(seconds, 1),
             "sampling": run_.sampling, "max_context_tokens": config.generation.max_context_tokens,

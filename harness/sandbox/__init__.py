@@ -1,7 +1,8 @@
 """Sandboxed execution: every backend turns a Job into an Outcome.
 
 The pipeline only ever sees `Job -> Outcome`; backends live in
-`harness.sandbox.docker_backend` and `harness.sandbox.process_backend`.
+`harness.sandbox.docker_backend`, `harness.sandbox.bwrap_backend` and
+`harness.sandbox.process_backend`, chosen by `harness.sandbox.registry`.
 """
 from __future__ import annotations
 
@@ -124,6 +125,9 @@ class Backend:
     name = "base"
     image: Optional[str] = None
     runtime: Optional[str] = None     # Docker's OCI runtime (runc | runsc); None elsewhere
+    # the isolation it gives: docker | bwrap | bwrap-noproc | process, and why (--sandbox auto)
+    tier: Optional[str] = None
+    tier_reason: str = ""
 
     @property
     def closing(self) -> bool:

@@ -11,15 +11,27 @@ import socket
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
 from harness.sandbox import Limits
 
-if TYPE_CHECKING:
-    from harness.sandbox.docker_backend import DockerBackend
-
 log = logging.getLogger("harness.sandbox.docker_backend")
 JOIN_WAIT = 3.0            # seconds close() waits for warm-pool threads (they are daemons)
+
+
+class PoolHost(Protocol):
+    """What the warm pool and the reaper need of their backend (DockerBackend)."""
+
+    limits: Limits
+    _closed: bool
+
+    def _start(self, lim: Limits, job_id: str) -> "Slot": ...
+
+    def _discard(self, slot: "Slot") -> None: ...
+
+    def _discard_async(self, slot: "Slot") -> None: ...
+
+    def _remove(self, cid: str) -> None: ...
 
 
 def limits_key(lim: Limits) -> tuple:
@@ -85,7 +97,7 @@ class Demux:
 class WarmPool:
     """Single-use pre-started containers; `size` of them ready or being made at once."""
 
-    def __init__(self, backend: "DockerBackend", size: int):
+    def __init__(self, backend: PoolHost, size: int):
         self.backend = backend
         self.size = max(int(size), 0)
         self.key = limits_key(backend.limits)
@@ -180,7 +192,7 @@ class WarmPool:
 class Reaper:
     """Removes finished containers off the job's critical path, with a bounded backlog."""
 
-    def __init__(self, backend: "DockerBackend", backlog: int):
+    def __init__(self, backend: PoolHost, backlog: int):
         self.backend = backend
         self.slots = threading.BoundedSemaphore(max(backlog, 1))
         self.queue: "queue.Queue[Optional[Slot]]" = queue.Queue()

@@ -61,7 +61,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from harness.sandbox import JOB_ENV, Backend, Job, Limits, Outcome
 from harness.sandbox.runner import (StdoutCapture, classify, memory_evidence, new_marker,
@@ -259,6 +259,18 @@ class ProcessBackend(Backend):
 
     # ---- running -----------------------------------------------------------------------
 
+    def _prepare(self, lim: Limits) -> tuple[list[str], str, dict, tuple, Callable[[], None]]:
+        """argv, cwd, env, fds to pass and a cleanup for one job (a private scratch directory)."""
+        scratch = tempfile.mkdtemp(prefix="scicode-job-")
+        try:
+            os.chmod(scratch, 0o700)
+            if self.iso["uid"] == NOBODY and os.geteuid() == 0:
+                os.chown(scratch, NOBODY, NOBODY)
+        except OSError:
+            _rmtree(scratch)
+            raise
+        return self._argv(lim), scratch, self._env(scratch), (), lambda: _rmtree(scratch)
+
     def run(self, job: Job) -> Outcome:
         lim = job.limits
         marker = new_marker()
@@ -269,20 +281,16 @@ class ProcessBackend(Backend):
         if self._closed:
             return self._infra(t0, "backend is closed")
         try:
-            scratch = tempfile.mkdtemp(prefix="scicode-job-")
-        except OSError as exc:
-            return self._infra(t0, f"cannot create a scratch directory: {exc}")
+            argv, cwd, env, fds, cleanup = self._prepare(lim)
+        except (OSError, ValueError) as exc:
+            return self._infra(t0, f"cannot prepare the job: {exc}")
         try:
-            os.chmod(scratch, 0o700)
-            if self.iso["uid"] == NOBODY and os.geteuid() == 0:
-                os.chown(scratch, NOBODY, NOBODY)
             try:
-                proc = subprocess.Popen(self._argv(lim), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        cwd=scratch, env=self._env(scratch), close_fds=True,
-                                        start_new_session=True)
+                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, cwd=cwd, env=env, close_fds=True,
+                                        pass_fds=fds, start_new_session=True)
             except OSError as exc:
-                return self._infra(t0, f"cannot start {self.python}: {exc}")
+                return self._infra(t0, f"cannot start {argv[0]}: {exc}")
             with self._lock:
                 self._procs.add(proc)
                 closed = self._closed
@@ -291,22 +299,16 @@ class ProcessBackend(Backend):
             try:
                 timed_out = self._pump(proc, data, out, err, t0 + float(lim.timeout))
             finally:
-                _killpg(proc)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
-                for f in (proc.stdin, proc.stdout, proc.stderr):
-                    try:
-                        f.close()
-                    except OSError:
-                        pass
+                _stop(proc)
                 with self._lock:
                     self._procs.discard(proc)
             duration = time.monotonic() - t0
         finally:
-            _rmtree(scratch)
-        rc = proc.returncode
+            cleanup()
+        return self._outcome(job, proc.returncode, out, err, timed_out, duration)
+
+    def _outcome(self, job: Job, rc: Optional[int], out, err, timed_out: bool,
+                 duration: float) -> Outcome:
         exit_code = None if rc is None else (128 - rc if rc < 0 else rc)
         out.finish()
         err.finish()
@@ -380,6 +382,20 @@ class ProcessBackend(Backend):
             procs = list(self._procs)
         for p in procs:
             _killpg(p)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill the job's process group, reap it and close its pipes."""
+    _killpg(proc)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            f.close()
+        except OSError:
+            pass
 
 
 def _killpg(proc: subprocess.Popen) -> None:

@@ -57,10 +57,10 @@ def _readline(lines: _Lines, recv, timeout: float, feed=None) -> Optional[bytes]
 class ProcessService:
     """A child process of the backend's interpreter, in its own session."""
 
-    def __init__(self, argv: list[str], env: dict, cwd: Optional[str] = None):
+    def __init__(self, argv: list[str], env: dict, cwd: Optional[str] = None, pass_fds: tuple = ()):
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, env=env, cwd=cwd,
-                                     start_new_session=True)
+                                     start_new_session=True, pass_fds=pass_fds)
         self.lines = _Lines()
 
     def send(self, data: bytes) -> None:

@@ -41,9 +41,38 @@ def _runtimes() -> None:
         _check(f"runtime {name}", lambda n=name: f"probe ran, kernel {probe_runtime(client, found.id, n)}")
 
 
+def _no_docker_lines() -> None:
+    """bwrap, the built environments, and the tier `--sandbox auto` gets here, and why."""
+    from harness.sandbox import SandboxUnavailable
+    from harness.sandbox.envs import ENVS
+    from harness.sandbox.registry import get_backend
+    from harness.sandbox.venvs import build_hint, find_env
+
+    def env_line(env: str):
+        found = find_env(env)
+        if found is None:
+            raise RuntimeError(f"not built (needed by --sandbox bwrap): {build_hint(env)}")
+        return str(found)
+
+    def bwrap():
+        be = get_backend("bwrap", workers=1)
+        be.close()
+        return f"a probe job ran ({be.tier}; uid 65534, seccomp filter {be.filter.name})"
+    for env in ENVS:
+        _check(f"environment {env}", lambda e=env: env_line(e))
+    _check("bwrap sandbox", bwrap)
+    try:
+        be = get_backend("auto", workers=1, warm=False)
+        be.close()
+        typer.echo(f"info  sandbox auto: {be.tier} ({be.tier_reason})")
+    except SandboxUnavailable as e:
+        typer.echo(f"info  sandbox auto: none ({e})")
+
+
 def doctor():
     """Check Python, nemo-evaluator, the Docker engine, the sandbox image, data and targets,
-    and which sandbox runtimes (runc, runsc) the daemon has, with a probe in each."""
+    which sandbox runtimes (runc, runsc) the daemon has, with a probe in each, bwrap and the
+    built environments, and which isolation tier `--sandbox auto` gets here and why."""
     from importlib.metadata import version
 
     def ne():
@@ -98,5 +127,6 @@ def doctor():
             typer.echo(f"info  the {env} image is needed by --sandbox-envs {env} and the scicode_verified tasks")
     if results[2]:
         _runtimes()
+    _no_docker_lines()
     if not all(results[:5]):
         raise typer.Exit(1)

@@ -25,7 +25,7 @@ def _group() -> None:
 @app.command("run")
 def run(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True,
                                     help="Python file to run as __main__."),
-        backend: str = typer.Option("auto", "--backend", help="docker | process | auto"),
+        backend: str = typer.Option("auto", "--backend", help="docker | bwrap | process | auto"),
         timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds of wall time."),
         memory: Optional[str] = typer.Option(None, "--memory", help="Memory limit, e.g. 512m, 2g."),
         cpus: Optional[float] = typer.Option(None, "--cpus", help="CPUs (Docker CPU quota)."),
