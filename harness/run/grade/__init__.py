@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from harness.run.grade.split import Split, split_test
+from harness.run.grade.split import Split
+from harness.run.grade.split_stmt import split_test
 from harness.run.status import StepStatus
 from harness.sandbox import TEST_STATUSES, Outcome, TestResult
 
