@@ -19,6 +19,8 @@ or assigned from trusted expressions (constants, numpy calls other than ``np.ran
 Anything else (model functions, values they returned, random numbers) is computed in
 the sandbox and crosses as data. Control flow around an assert must be trusted, so a
 forged value stream can never skip a check: the verifier decides how many asserts run.
+A test this split refuses is tried statement by statement (harness.run.grade.split_stmt,
+whose ``split_test`` is the entry point).
 """
 from __future__ import annotations
 

@@ -165,7 +165,7 @@ class StmtSplitter(_Splitter):
         if not isinstance(st, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Expr)):
             raise Unsupported("target is used together with model values: " + ast.unparse(st)[:120])
         self.n_stmts += 1
-        return self.checked(st, sc, f"s{self.n_stmts}")
+        return self.checked(st, sc, -self.n_stmts)
 
     def derivation(self, st: ast.stmt, sc: _Scope) -> list:
         """The model names st reads, when st only computes from them (`rk = sorted(res)`):
@@ -186,7 +186,7 @@ class StmtSplitter(_Splitter):
             self.bind(n, sc)
         self.pending = []
         self.n_stmts += 1
-        rec, take = self.record_and_take(f"s{self.n_stmts}", [], names)
+        rec, take = self.record_and_take(-self.n_stmts, [], names)
         s, v = super().simple(st, sc)
         return rec + s, take + v
 
@@ -217,7 +217,8 @@ class StmtSplitter(_Splitter):
     @staticmethod
     def record_and_take(ident, leaves: list, names: list) -> tuple[list, list]:
         """Sandbox: record (ident, (leaf values..., bound names' values...)). Verifier: take
-        them (leaf k is __scicode_v__[k]) and bind the names."""
+        them (leaf k is __scicode_v__[k]) and bind the names. ident: the assert's number, or
+        -k for the k-th other statement."""
         values = list(leaves) + [ast.Name(n, ast.Load()) for n in names]
         rec = ast.Expr(ast.Call(func=ast.Name(RECORD, ast.Load()), args=[ast.Tuple(
             elts=[ast.Constant(ident), ast.Tuple(elts=values, ctx=ast.Load())],
@@ -269,7 +270,7 @@ class StmtSplitter(_Splitter):
         sc.trusted |= set(names) | local | _mutated(st)
         sc.derived |= local | _mutated(st)
         self.uses_target = True
-        rec, take = self.record_and_take(f"s{self.n_stmts}", [], names)
+        rec, take = self.record_and_take(-self.n_stmts, [], names)
         return rec, take + [self.strict(st)]
 
     def funcdef(self, st, sc: _Scope) -> tuple[list, list]:
