@@ -286,3 +286,20 @@ def test_statement_split_still_refuses_model_code_on_target():
               "for x in f():\n    assert x == target\n",
               "y = target\nz = f(y)\nassert z\n"):
         assert not split_test(t, DEPS).supported, t
+
+
+def test_a_step_without_tests_passes_when_its_program_runs_to_the_end():
+    from harness.run import grade
+    from harness.sandbox import Outcome, Report
+
+    def out(status, report):
+        return Outcome(status, 0 if status == "ok" else 1, 0.1, "", "", False, False, False,
+                       "process", None, Report.parse(report))
+    never = lambda: pytest.fail("no targets are read for a step without tests")   # noqa: E731
+    ran = {"completed": True, "import_error": None, "tests": [], "records": []}
+    assert grade.grade(out("ok", ran), [], DEPS, never, None)[0] == "pass"
+    broken = dict(ran, import_error="NameError: name 'x' is not defined")
+    assert grade.grade(out("error", broken), [], DEPS, never, None)[0] == "error"
+    assert grade.grade(out("error", ran), [], DEPS, never, None)[0] == "error"
+    assert grade.grade(out("ok", None), [], DEPS, never, None)[0] == "error"
+    assert grade.grade(out("ok", dict(ran, completed=False)), [], DEPS, never, None)[0] == "error"
