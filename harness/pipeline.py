@@ -128,7 +128,7 @@ def prepare(config: RunConfig) -> Run:
     if run.grading == "strict":
         for p in problems:
             for i, step in enumerate(p["sub_steps"]):
-                if step.get("test_cases"):
+                if step["step_number"] not in dataset.SKIPPED_STEPS:   # [] for a step without tests
                     run.splits[step["step_number"]] = grade.plan(p, i)
     return run
 
@@ -267,7 +267,7 @@ class Engine:
         run = self.run
         step = problem["sub_steps"][cand.index]
         if run.grading != "strict":
-            return candidate.verdict(outcome)
+            return candidate.verdict(outcome, len(step.get("test_cases") or []))
         try:
             return grade.grade(outcome, run.splits[cand.step_id], problem["required_dependencies"],
                                lambda: self._targets(cand.step_id, len(step["test_cases"])),

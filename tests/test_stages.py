@@ -51,15 +51,21 @@ def _out(status="ok", report=None, stderr=""):
 
 def test_verdicts():
     ok = {"completed": True, "import_error": None, "tests": [{"status": "pass"}, {"status": "pass"}]}
-    assert candidate.verdict(_out("ok", ok))[0] == "pass"
+    assert candidate.verdict(_out("ok", ok), 2)[0] == "pass"
+    assert candidate.verdict(_out("ok", ok), 3)[0] == "error"         # a test not reported
     bad = {"completed": True, "import_error": None, "tests": [{"status": "pass"}, {"status": "fail"}]}
-    assert candidate.verdict(_out("error", bad))[0] == "fail"
+    assert candidate.verdict(_out("error", bad), 2)[0] == "fail"
     assert candidate.verdict(_out("error", {"completed": False, "import_error": "SystemExit: 0",
-                                           "tests": []}))[0] == "error"
-    assert candidate.verdict(_out("ok", None))[0] == "error"          # os._exit(0): no report
-    assert candidate.verdict(_out("ok", {"completed": True, "tests": []}))[0] == "error"
-    assert candidate.verdict(_out("timeout"))[0] == "timeout"
-    assert candidate.verdict(_out("oom"))[0] == "oom"
+                                           "tests": []}), 2)[0] == "error"
+    assert candidate.verdict(_out("ok", None), 2)[0] == "error"          # os._exit(0): no report
+    assert candidate.verdict(_out("ok", {"completed": True, "tests": []}), 2)[0] == "error"
+    assert candidate.verdict(_out("timeout"), 2)[0] == "timeout"
+    assert candidate.verdict(_out("oom"), 2)[0] == "oom"
+    # a step without tests (SciCode-Verified's 72.6): the program ran to its end, or not
+    assert candidate.verdict(_out("ok", {"completed": True, "tests": []}), 0)[0] == "pass"
+    assert candidate.verdict(_out("error", {"completed": True, "import_error": "NameError: x",
+                                           "tests": []}), 0)[0] == "error"
+    assert candidate.verdict(_out("ok", None), 0)[0] == "error"
 
 
 def test_program_order():
@@ -67,27 +73,47 @@ def test_program_order():
     assert code.index("import numpy") < code.index("def a") < code.index("def b")
 
 
-SKIP_PROBLEM = {"problem_id": "13", "sub_steps": [
-    {"step_number": f"13.{i}", "test_cases": [] if i == 2 else ["t"]} for i in (1, 2, 3)]}
+SKIP_PROBLEM = {"problem_id": "13", "sub_steps": [     # 13.6 is never asked (no tests upstream)
+    {"step_number": f"13.{i}", "test_cases": [] if i == 6 else ["t"]} for i in range(1, 8)]}
+SCORED_13 = ["13.1", "13.2", "13.3", "13.4", "13.5", "13.7"]
 
 
 def test_score_denominators_and_chains():
     probs = [PROBLEM, SKIP_PROBLEM]
-    assert [score.scored_steps(p) for p in probs] == [["900.1", "900.2"], ["13.1", "13.3"]]
-    perfect = {(s, sid): "pass" for s in range(2) for sid in ("900.1", "900.2", "13.1", "13.3")}
+    assert [score.scored_steps(p) for p in probs] == [["900.1", "900.2"], SCORED_13]
+    perfect = {(s, sid): "pass" for s in range(2) for sid in ["900.1", "900.2"] + SCORED_13}
     sc = score.score(probs, perfect, 2)
-    assert (sc.steps, sc.problems, sc.scored_steps) == (1.0, 1.0, 4)
-    # NVIDIA 26.3 on a perfect model: the skipped 13.2 scores 0 and 13.3 is never looked at
-    assert sc.nvidia["steps_pass@1"] == 3 / 4 and sc.nvidia["problems_pass@1"] == 0.5
+    assert (sc.steps, sc.problems, sc.scored_steps) == (1.0, 1.0, 8)
+    # NVIDIA 26.3 on a perfect model: the skipped 13.6 scores 0 and 13.7 is never looked at
+    assert sc.nvidia["steps_pass@1"] == 7 / 8 and sc.nvidia["problems_pass@1"] == 0.5
     # sample 0 passes everything, sample 1 fails one step of 900: problems 0.5*(1)+0.5*(1/2)
     v = dict(perfect)
     v[(1, "900.2")] = "fail"
     sc = score.score(probs, v, 2)
-    assert sc.problems == 0.75 and sc.steps == (1 + 3 / 4) / 2
-    assert sc.counts["fail"] == 1 and sc.counts["pass"] == 7
+    assert sc.problems == 0.75 and sc.steps == (1 + 7 / 8) / 2
+    assert sc.counts["fail"] == 1 and sc.counts["pass"] == 15
     # a missing verdict is a generation error, counted as such
     sc = score.score(probs, {}, 1)
-    assert sc.counts["gen_error"] == 4 and sc.steps == 0.0
+    assert sc.counts["gen_error"] == 8 and sc.steps == 0.0
+
+
+def test_a_step_without_tests_is_scored_unless_never_asked():
+    # SciCode-Verified's 72.6: its tests were removed, the step still counts
+    p = {"problem_id": "72", "sub_steps": [{"step_number": "72.5", "test_cases": ["t"]},
+                                           {"step_number": "72.6", "test_cases": []}]}
+    assert score.scored_steps(p) == ["72.5", "72.6"]
+    sc = score.score([p], {(0, "72.5"): "pass", (0, "72.6"): "error"}, 1)
+    assert sc.scored_steps == 2 and sc.steps == 0.5 and sc.problems == 0.0
+
+
+def test_upstream_scored_step_counts(dev_problems):
+    from harness.data import dataset
+    test = dataset.load_problems("test")
+    assert sum(len(score.scored_steps(p)) for p in test) == 288
+    assert sum(len(score.scored_steps(p)) for p in dev_problems) == 50
+    # the only upstream steps without tests are the never-asked ones
+    assert {s["step_number"] for p in test + dev_problems for s in p["sub_steps"]
+            if not s.get("test_cases")} == set(dataset.SKIPPED_STEPS)
 
 
 def test_junit_and_fail_under(tmp_path):

@@ -1,7 +1,7 @@
 """SciCode-Verified end to end, no network: a release in its format is made here from the dev
 split (problem 70 renamed 13, so its step 13.6 is the never-asked one and carries its reference
-code in the JSONL, as the released file does; problems 1 and 3 as they are), served by a local
-HTTP server, pulled with `scicode-harness data pull --benchmark verified` under a pin file, and
+code in the JSONL, as the released file does; its 13.5 without tests, like the release's 72.6;
+problems 1 and 3 as they are), served by a local HTTP server, pulled with `scicode-harness data pull --benchmark verified` under a pin file, and
 run with `nemo-evaluator run_eval --eval_type scicode_verified` against the gold endpoint."""
 import hashlib
 import http.server
@@ -37,8 +37,8 @@ def _release(tmp: Path, dev_problems, dev_targets) -> tuple[Path, Path]:
     for p in gold:   # as released: no reference code, except for the never-asked step
         steps = [dict(s, ground_truth_code=s["ground_truth_code"] if s["step_number"] in
                       dataset.SKIPPED_STEPS else None) for s in p["sub_steps"]]
-        if "13.6" in [s["step_number"] for s in steps]:
-            steps = [dict(s, test_cases=[]) if s["step_number"] == "13.6" else s for s in steps]
+        # 13.6 has no tests; nor has 13.5, like the release's 72.6 (scored: the program must run)
+        steps = [dict(s, test_cases=[]) if s["step_number"] in ("13.5", "13.6") else s for s in steps]
         shipped.append(dict(p, sub_steps=steps))
     rel = tmp / "release"
     (rel / "scicode_verified").mkdir(parents=True)
@@ -119,7 +119,7 @@ def test_verified_task_end_to_end_through_nemo_evaluator(served, tmp_path, sandb
     assert run["grading"]["tests"]["unsupported"] == 0               # every test case split
     records = [json.loads(ln) for ln in (out / "records.jsonl").read_text().splitlines()]
     steps = sorted(r["step_id"] for r in records)
-    assert "13.6" not in steps and len(steps) == data["scored_steps"] == 7 + 1 + 1
+    assert "13.6" not in steps and "13.5" in steps and len(steps) == data["scored_steps"] == 7 + 1 + 1
     assert all(r["status"] == "pass" and r["env"] == "2024" and list(r["envs"]) == ["2024"] for r in records)
     # 13.7 and 13.8 ran on top of 13.6's reference code from the verified JSONL
     prog = (out / "generated_code").rglob("13.7_0.py")

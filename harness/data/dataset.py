@@ -249,7 +249,7 @@ def step_ids(problems: Iterable[dict]) -> list[str]:
 
 def asked_steps(problems: Iterable[dict]) -> list[str]:
     """Step ids the model is asked for (all but the never-asked SKIPPED_STEPS): 288 test, 50 dev.
-    (What a run scores is run.score.scored_steps: the steps with test cases.)"""
+    (They are also the steps a run scores: run.score.scored_steps.)"""
     return [s for s in step_ids(problems) if s not in SKIPPED_STEPS]
 
 

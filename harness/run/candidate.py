@@ -38,16 +38,17 @@ def build_job(cand: Candidate, problem: dict, targets: Optional[list[Any]], limi
                job_id=f"{cand.step_id}-s{cand.sample}")
 
 
-def verdict(outcome: Outcome) -> tuple[StepStatus, list[TestResult]]:
-    """In-process grading: pass only if the program ran to the runner's end and every test
-    passed."""
+def verdict(outcome: Outcome, n_tests: int) -> tuple[StepStatus, list[TestResult]]:
+    """In-process grading: pass only if the program ran to the runner's end and each of the
+    step's n_tests tests passed (a step without tests: it ran to the end)."""
     report = outcome.report
     tests = report.tests if report else []
     if outcome.status in ("timeout", "oom", "infra"):
         return outcome.status, tests
-    if outcome.status == "ok" and report and report.all_passed and tests:
+    ran = bool(report and report.completed and not report.import_error and len(tests) == n_tests)
+    if outcome.status == "ok" and ran and report.all_passed:
         return "pass", tests
-    if report and report.completed and not report.import_error and tests:
+    if ran and tests:
         return "fail", tests
     return "error", tests
 

@@ -2,8 +2,10 @@
 
 steps_pass@1    = mean over samples of (passing scored steps / scored steps)
 problems_pass@1 = mean over samples of [every scored step of the problem passes]
-Scored steps are the steps with test cases, less the never-asked 13.6, 62.1 and 76.3
-(288 test / 50 dev / 338 all; SciCode-Verified: 287).
+Scored steps are all steps but the never-asked 13.6, 62.1 and 76.3 (288 test / 50 dev /
+338 all; SciCode-Verified: 287). A scored step without test cases (SciCode-Verified's 72.6,
+whose nondeterministic tests its authors removed) passes when the candidate's program runs
+to its end, and is an error otherwise.
 """
 from __future__ import annotations
 
@@ -33,8 +35,7 @@ class Scores:
 
 
 def scored_steps(problem: dict) -> list[str]:
-    return [s["step_number"] for s in problem["sub_steps"]
-            if s.get("test_cases") and s["step_number"] not in SKIPPED_STEPS]
+    return [s["step_number"] for s in problem["sub_steps"] if s["step_number"] not in SKIPPED_STEPS]
 
 
 def stderr(values: list[float]) -> float | None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from harness.run.grade.split import Split, split_test
+from harness.run.grade.split import Split
+from harness.run.grade.split_stmt import split_test
 from harness.run.status import StepStatus
 from harness.sandbox import TEST_STATUSES, Outcome, TestResult
 
@@ -34,13 +35,16 @@ def sandbox_tests(splits: list[Split]) -> list[str]:
 def grade(outcome: Outcome, splits: list[Split], deps: str, targets: Callable[[], list],
           verifier, targets_key: str = "") -> tuple[StepStatus, list[TestResult]]:
     """(step status, per-test results). pass needs: the program ran to the runner's end
-    (exit 0, report, completed), and the verifier passed every test on its values."""
+    (exit 0, report, completed), and the verifier passed every test on its values (a step
+    without tests: the first part only)."""
     report = outcome.report
     tests = list(report.tests) if report else []
     if outcome.status in ("timeout", "oom", "infra"):
         return outcome.status, tests
     if report is None or not report.completed or report.import_error or len(tests) != len(splits):
         return "error", tests
+    if not splits:    # a step without tests: the program ran to its end
+        return ("pass" if outcome.status == "ok" else "error"), tests
     records = report.records or []
     report.records = None     # the checks below hold them; nothing else needs them
     todo = [i for i, t in enumerate(tests) if t.status == "pass" and splits[i].supported]

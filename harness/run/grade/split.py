@@ -19,6 +19,8 @@ or assigned from trusted expressions (constants, numpy calls other than ``np.ran
 Anything else (model functions, values they returned, random numbers) is computed in
 the sandbox and crosses as data. Control flow around an assert must be trusted, so a
 forged value stream can never skip a check: the verifier decides how many asserts run.
+A test this split refuses is tried statement by statement (harness.run.grade.split_stmt,
+whose ``split_test`` is the entry point).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ SAFE_BUILTINS = frozenset({
     "abs", "all", "any", "bool", "complex", "dict", "divmod", "enumerate", "filter", "float",
     "frozenset", "int", "isinstance", "len", "list", "map", "max", "min", "pow", "range",
     "reversed", "round", "set", "slice", "sorted", "str", "sum", "tuple", "type", "zip",
-    "print", "True", "False", "None", "ValueError", "TypeError", "Exception",
+    "print", "hasattr", "True", "False", "None", "ValueError", "TypeError", "Exception",
 })
 # attribute chains that give different values on every call: computed in the sandbox only
 NONDETERMINISTIC = frozenset({"random", "time", "perf_counter", "datetime", "uuid", "secrets",
@@ -387,26 +389,18 @@ def _deepcopy(node: ast.AST) -> ast.AST:
     return copy.deepcopy(node)
 
 
-def split_test(source: str, deps: str = "", label: str = "") -> Split:
-    """Split one test case (see the module docs). Never raises: unsupported -> error."""
-    where = f"{label}: " if label else ""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as e:
-        return Split(None, None, error=f"{where}syntax error: {e}")
-    sp = _Splitter(dependency_names(deps))
-    sc = _Scope(sp.base, set(), set())
-    try:
-        s_body, v_body = sp.block(tree.body, sc)
-        _check_procedure_calls(tree, sp.procedures)
-    except Unsupported as e:
-        return Split(None, None, error=f"{where}{e}")
-    except RecursionError:
-        return Split(None, None, error=f"{where}test too deeply nested")
-    if sp.asserts == 0:
-        return Split(None, None, error=f"{where}no assert: nothing to check")
-    s_mod = ast.fix_missing_locations(ast.Module(body=s_body, type_ignores=[]))
-    v_mod = ast.fix_missing_locations(ast.Module(body=v_body, type_ignores=[]))
+def split_tree(tree: ast.Module, deps_names: set[str]) -> "_Splitter":
+    """The expression-level split of a parsed test; raises Unsupported. The programs are
+    in the result's `body` (sandbox statements, verifier statements)."""
+    sp = _Splitter(deps_names)
+    sp.body = sp.block(tree.body, _Scope(sp.base, set(), set()))
+    _check_procedure_calls(tree, sp.procedures)
+    return sp
+
+
+def programs(sp: "_Splitter") -> Split:
+    s_mod = ast.fix_missing_locations(ast.Module(body=sp.body[0], type_ignores=[]))
+    v_mod = ast.fix_missing_locations(ast.Module(body=sp.body[1], type_ignores=[]))
     return Split(ast.unparse(s_mod) + "\n", ast.unparse(v_mod) + "\n", sp.asserts,
                  sp.uses_target, sp.kinds)
 
