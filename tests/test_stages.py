@@ -1,7 +1,7 @@
 """Unit tests for prompts, assembly verdicts and scoring (no Docker, no network)."""
 from harness.run import candidate, prompts, score
 from harness.sandbox.boundary import from_obj
-from harness.sandbox import Outcome, Report
+from harness.sandbox import Outcome
 
 PROBLEM = {
     "problem_id": "900", "required_dependencies": "import numpy as np",

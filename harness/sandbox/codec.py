@@ -160,10 +160,17 @@ _SPARSE = {"coo": ("row", "col"), "csr": ("indices", "indptr"), "csc": ("indices
            "bsr": ("indices", "indptr")}
 
 
-def checked(o, depth=0):
+def checked(o):
     """An untrusted encoded value, checked against the schema of `encode` and its bounds;
     bare non-finite floats (a raw NaN or 1e999 in JSON) become tagged floats. Raises
     ValueError for anything else, before decode could allocate for it."""
+    try:
+        return _checked(o, 0)
+    except (TypeError, KeyError, AttributeError, OverflowError) as exc:
+        raise ValueError("malformed encoded value (%s)" % type(exc).__name__) from None
+
+
+def _checked(o, depth):
     if depth > MAX_DEPTH:
         raise ValueError("value nested too deeply")
     if o is None or type(o) in (str, int, bool):
@@ -185,7 +192,7 @@ def checked(o, depth=0):
         _need(type(o.get("v")) is bool, "bool")
         return o
     if t == "complex":
-        parts = {k: checked(o.get(k), depth + 1) for k in ("re", "im")}
+        parts = {k: _checked(o.get(k), depth + 1) for k in ("re", "im")}
         _need(all(type(v) in (int, float) or (type(v) is dict and v.get("__t") == "float")
                   for v in parts.values()), "complex")
         return dict(o, **parts)
@@ -203,8 +210,8 @@ def checked(o, depth=0):
     _need(type(items) is list, t)
     if t == "dict":
         _need(all(type(kv) is list and len(kv) == 2 for kv in items), "dict")
-        return dict(o, items=[[checked(k, depth + 1), checked(v, depth + 1)] for k, v in items])
-    return dict(o, items=[checked(x, depth + 1) for x in items])
+        return dict(o, items=[[_checked(k, depth + 1), _checked(v, depth + 1)] for k, v in items])
+    return dict(o, items=[_checked(x, depth + 1) for x in items])
 
 
 def _need(ok, what):
@@ -239,7 +246,7 @@ def _checked_arr(o, depth):
     if t == "objarr":
         items = o.get("items")
         _need(type(items) is list and len(items) == n, "object array")
-        return dict(o, items=[checked(x, depth + 1) for x in items])
+        return dict(o, items=[_checked(x, depth + 1) for x in items])
     dt = _dtype(o)
     if t == "strarr":
         items = o.get("items")
@@ -260,7 +267,7 @@ def _checked_arr(o, depth):
 
 def _checked_sparse(o, depth):
     fmt = o.get("format")
-    _need(fmt in _SPARSE, "sparse format")
+    _need(type(fmt) is str and fmt in _SPARSE, "sparse format")
     _need(type(o.get("shape")) is list and len(o["shape"]) == 2, "sparse shape")
     _shape(o)
     out = dict(o)
