@@ -192,12 +192,11 @@ def test_a_pass_needs_every_value_to_match(verifier, records, how, completed):
     assert verifier.restarts == 0
 
 
-def test_cases_tried(request):
-    """After the properties: how many cases each tried (printed in the summary)."""
-    rep = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = "boundary fuzz: " + ", ".join(f"{k} {v}" for k, v in sorted(CASES.items()))
-    if rep is not None:
-        rep.write_line(line)
+def test_cases_tried(capsys):
+    """After the properties: how many cases each tried (printed even under capture)."""
+    with capsys.disabled():
+        print("\nboundary fuzz (%s profile): " % os.environ.get("HYPOTHESIS_PROFILE", "ci")
+              + ", ".join(f"{k} {v}" for k, v in sorted(CASES.items())))
     if CASES["verdicts"]:   # the oracle is not vacuous: honest values pass, others do not
         assert CASES["verdicts: pass"] and CASES["verdicts: fail"] + CASES["verdicts: error"]
 
