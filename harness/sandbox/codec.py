@@ -192,10 +192,7 @@ def _checked(o, depth):
         _need(type(o.get("v")) is bool, "bool")
         return o
     if t == "complex":
-        parts = {k: _checked(o.get(k), depth + 1) for k in ("re", "im")}
-        _need(all(type(v) in (int, float) or (type(v) is dict and v.get("__t") == "float")
-                  for v in parts.values()), "complex")
-        return dict(o, **parts)
+        return dict(o, **{k: _checked(o.get(k), depth + 1) for k in ("re", "im")})
     if t == "np":
         v = o.get("v")
         _need(type(v) is dict and v.get("__t") in ("nd", "objarr", "strarr") and v.get("shape") == [],
