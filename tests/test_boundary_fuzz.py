@@ -152,8 +152,7 @@ def test_checked_values_are_schema_values_or_refused(value):
 @given(honest())
 def test_honest_values_are_never_refused(value):
     CASES["honest values"] += 1
-    ok = codec.checked(value)
-    assert json.dumps(codec.decode(ok), default=repr) == json.dumps(codec.decode(value), default=repr)
+    assert codec.checked(value) == value   # accepted exactly as the encoder made it
 
 
 @pytest.fixture(scope="module")

@@ -161,8 +161,9 @@ _SPARSE = {"coo": ("row", "col"), "csr": ("indices", "indptr"), "csc": ("indices
 
 
 def checked(o):
-    """An untrusted encoded value, checked against the schema of `encode` and its bounds;
-    bare non-finite floats (a raw NaN or 1e999 in JSON) become tagged floats. Raises
+    """An untrusted encoded value, checked against the schema of `encode` and its bounds, and
+    rebuilt from the schema's fields only; bare non-finite floats (a raw NaN or 1e999 in JSON)
+    become tagged floats. Raises
     ValueError for anything else, before decode could allocate for it."""
     try:
         return _checked(o, 0)
@@ -185,30 +186,30 @@ def _checked(o, depth):
     if t in ("nd", "objarr", "strarr"):
         return _checked_arr(o, depth)
     if t == "float":
-        _short(o.get("v"))
-        float(o["v"])
-        return o
+        float(_short(o.get("v")))
+        return {"__t": t, "v": o["v"]}
     if t == "bool":
         _need(type(o.get("v")) is bool, "bool")
-        return o
+        return {"__t": t, "v": o["v"]}
     if t == "complex":
-        return dict(o, **{k: _checked(o.get(k), depth + 1) for k in ("re", "im")})
+        return {"__t": t, "re": _checked(o.get("re"), depth + 1), "im": _checked(o.get("im"), depth + 1)}
     if t == "np":
         v = o.get("v")
         _need(type(v) is dict and v.get("__t") in ("nd", "objarr", "strarr") and v.get("shape") == [],
               "numpy scalar")
-        return dict(o, v=_checked_arr(v, depth + 1))
+        return {"__t": t, "v": _checked_arr(v, depth + 1)}
     if t in ("bytes", "sympy"):
-        _need(type(o.get("b64" if t == "bytes" else "v")) is str, t)
-        return o
+        k = "b64" if t == "bytes" else "v"
+        _need(type(o.get(k)) is str, t)
+        return {"__t": t, k: o[k]}
     if t == "sparse":
         return _checked_sparse(o, depth)
     items = o.get("items")
     _need(type(items) is list, t)
     if t == "dict":
         _need(all(type(kv) is list and len(kv) == 2 for kv in items), "dict")
-        return dict(o, items=[[_checked(k, depth + 1), _checked(v, depth + 1)] for k, v in items])
-    return dict(o, items=[_checked(x, depth + 1) for x in items])
+        return {"__t": t, "items": [[_checked(k, depth + 1), _checked(v, depth + 1)] for k, v in items]}
+    return {"__t": t, "items": [_checked(x, depth + 1) for x in items]}
 
 
 def _need(ok, what):
@@ -243,7 +244,7 @@ def _checked_arr(o, depth):
     if t == "objarr":
         items = o.get("items")
         _need(type(items) is list and len(items) == n, "object array")
-        return dict(o, items=[_checked(x, depth + 1) for x in items])
+        return {"__t": t, "shape": o["shape"], "items": [_checked(x, depth + 1) for x in items]}
     dt = _dtype(o)
     if t == "strarr":
         items = o.get("items")
@@ -251,7 +252,7 @@ def _checked_arr(o, depth):
               and all(type(x) is str for x in items), "text array")
         if dt.itemsize * n > MAX_TEXT_BYTES:
             raise ValueError("text array of %d x %d bytes too large" % (n, dt.itemsize))
-        return o
+        return {"__t": t, "dtype": o["dtype"], "shape": o["shape"], "items": items}
     b64 = o.get("b64")
     _need(type(b64) is str and len(b64) % 4 == 0, "array data")
     if dt.kind not in "biufc" or dt.itemsize > MAX_ITEM_BYTES:
@@ -259,7 +260,7 @@ def _checked_arr(o, depth):
     size = len(b64) // 4 * 3 - (len(b64) - len(b64.rstrip("=")))
     if size != n * dt.itemsize:
         raise ValueError("array data does not match its shape and dtype")
-    return o
+    return {"__t": t, "dtype": o["dtype"], "shape": o["shape"], "b64": b64}
 
 
 def _checked_sparse(o, depth):
@@ -267,7 +268,7 @@ def _checked_sparse(o, depth):
     _need(type(fmt) is str and fmt in _SPARSE, "sparse format")
     _need(type(o.get("shape")) is list and len(o["shape"]) == 2, "sparse shape")
     _shape(o)
-    out = dict(o)
+    out = {"__t": "sparse", "format": fmt, "shape": o["shape"]}
     for k in ("data",) + _SPARSE[fmt]:
         v = o.get(k)
         _need(type(v) is dict and v.get("__t") == "nd", "sparse part")
@@ -275,6 +276,7 @@ def _checked_sparse(o, depth):
     if fmt == "bsr":
         bs = o.get("blocksize")
         _need(type(bs) is list and len(bs) == 2 and all(type(n) is int and n > 0 for n in bs), "blocksize")
+        out["blocksize"] = bs
     return out
 
 
