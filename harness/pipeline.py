@@ -22,8 +22,9 @@ from harness.run.outputs import OutputError, output as _output, setup_logging as
 from harness.run.preflight import check_endpoint
 from harness.run.store import Store, make_key
 from harness.run.status import StepStatus
-from harness.sandbox import JOB_ENV, Limits, TestResult, cleanup
+from harness.sandbox import JOB_ENV, Limits, TestResult, boundary, cleanup
 from harness.sandbox.envs import DEFAULT_ENV, VERIFIER_ENV
+from harness.sandbox.runner import parse_size
 from harness.util.paths import sha256_file
 from harness.util.progress import Progress
 
@@ -147,6 +148,7 @@ def close_backends(run: Run) -> None:
 
 
 # ---------------------------------------------------------------- stages
+VERIFIER_MEMORY = 1 << 30   # bytes of address space the verifier gets at least
 HEAVY_REPORT = 1 << 20   # bytes of report: a large outcome, graded one at a time (peak memory)
 SMALL_WAITING = 4        # small outcomes that may wait for the grader at once
 
@@ -343,8 +345,8 @@ class Engine:
         rec = {"status": status, "tests": [t.to_dict() for t in tests],
                "error": candidate.error_summary(outcome, tests),
                "exit_code": outcome.exit_code, "duration": round(outcome.duration, 3),
-               "grade_seconds": round(graded, 3), "stdout_tail": outcome.stdout[-2000:],
-               "stderr_tail": outcome.stderr[-2000:],
+               "grade_seconds": round(graded, 3), "stdout_tail": boundary.tail(outcome.stdout),
+               "stderr_tail": boundary.tail(outcome.stderr),
                "truncated": outcome.truncated, "backend": outcome.backend, "image": outcome.image,
                "limits": {"timeout": run.limits.timeout, "memory": run.limits.memory,
                           "cpus": run.limits.cpus}}
@@ -445,7 +447,9 @@ def start_grading(run_: Run) -> None:
         log.warning(msg)
         print(f"scicode_eval: warning: {msg}", file=sys.stderr)
         return
-    run_.verifier = Verifier(run_.backends[VERIFIER_ENV])   # pinned, whatever the candidates run in
+    # pinned, whatever the candidates run in; its memory bounded as a job's (at least VERIFIER_MEMORY)
+    run_.verifier = Verifier(run_.backends[VERIFIER_ENV],
+                             memory=max(parse_size(run_.limits.memory), VERIFIER_MEMORY))
     run_.verifier.start_background()   # jobs start meanwhile; Engine.main waits for its answer
 
 

@@ -316,6 +316,13 @@ def test_content_parts_are_joined():
         assert res.ok and res.text == "ab" and res.usage is None and res.finish_reason is None
 
 
+def test_lone_surrogates_in_an_answer_are_replaced():
+    # "\ud800" is a valid JSON escape, but no file can hold it: the answer could be neither saved nor run
+    with FakeEndpoint(lambda p, b: "x = '\ud800'") as ep:
+        res = run(complete_one(cfg_for(ep.url)))
+        assert res.ok and res.text == "x = '\ufffd'"
+
+
 def test_connection_refused_never_raises():
     url = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
     res = run(complete_one(cfg_for(url, max_retries=2)))

@@ -127,10 +127,10 @@ class _SlowStartBackend:
     def __init__(self, delay: float):
         self.delay, self.services = delay, []
 
-    def service(self, source, name):
+    def service(self, source, name, args=None):
         time.sleep(self.delay)
         from harness.sandbox.process_backend import ProcessBackend
-        svc = ProcessBackend(isolate=False).service(source, name)
+        svc = ProcessBackend(isolate=False).service(source, name, args)
         self.services.append(svc)
         return svc
 

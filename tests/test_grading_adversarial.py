@@ -206,7 +206,8 @@ def test_no_code_ran_in_the_verifier(attack_run):
     assert not Path("/tmp/pwned").exists()
     out, records = attack_run
     bombs = [r for r in records if r["sample"] == NAMES.index("decode_bomb") and r["status"] != "pass"]
-    assert any("not accepted" in json.dumps(r["tests"]) for r in bombs)
+    # refused at the host's boundary (harness.sandbox.boundary), before the verifier sees it
+    assert any("not accepted" in json.dumps(r["tests"]) + (r.get("error") or "") for r in bombs)
 
 
 @pytest.mark.docker

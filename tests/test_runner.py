@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from harness.sandbox.boundary import from_obj
 from harness.sandbox import codec
 from harness.sandbox import Job, Limits, Report
 from harness.sandbox import runner as R
@@ -201,12 +202,12 @@ def test_parse_and_strip_report():
     m = R.new_marker()
     rep = {"completed": True, "import_error": None, "tests": [], "records": None}
     text = "out\n" + "\n" + m + json.dumps(rep) + "\n"
-    assert R.parse_report(text, m) == Report.parse(rep)
+    assert R.parse_report(text, m) == from_obj(rep)
     assert R.strip_report(text, m) == "out\n"
     assert R.parse_report("no report", m) is None
-    assert R.parse_report("\n" + m + "{broken\n", m) is None
+    assert R.parse_report("\n" + m + "{broken\n", m).invalid.startswith("unreadable report")
     deep = '{"tests": ' + "[" * 100000 + "]" * 100000 + "}"   # forged: json's recursion limit
-    assert R.parse_report("\n" + m + deep + "\n", m) is None
+    assert R.parse_report("\n" + m + deep + "\n", m).invalid
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64, 100000])
@@ -219,7 +220,7 @@ def test_stdout_capture_splits_report_across_chunks(chunk):
     for i in range(0, len(stream), chunk):
         cap.feed(stream[i:i + chunk])
     cap.finish()
-    assert cap.report() == Report.parse(rep)
+    assert cap.report() == from_obj(rep)
     assert cap.truncated and "truncated" in cap.text()
     assert cap.text().startswith("A" * 500) and cap.text().endswith("A" * 500)
 
@@ -249,8 +250,8 @@ def test_head_tail_memory_is_bounded():
 def test_classify():
     assert R.classify(0, False, None) == "ok"
     assert R.classify(0, True, None) == "error"          # os._exit(0) skipped the report
-    assert R.classify(0, True, Report.parse({"tests": []})) == "ok"
-    assert R.classify(1, True, Report.parse({"tests": []})) == "error"
+    assert R.classify(0, True, from_obj({"tests": []})) == "ok"
+    assert R.classify(1, True, from_obj({"tests": []})) == "error"
     assert R.classify(None, True, None, timed_out=True) == "timeout"
     assert R.classify(137, False, None, oom=True) == "oom"
     assert R.classify(None, False, None) == "infra"
@@ -268,19 +269,21 @@ def test_parse_size():
 def test_memory_evidence():
     assert R.memory_evidence("Traceback...\nMemoryError\n", None)
     assert R.memory_evidence("numpy.core._exceptions._ArrayMemoryError: Unable to allocate", None)
-    assert R.memory_evidence("", Report.parse({"import_error": "MemoryError", "tests": []}))
-    assert not R.memory_evidence("ValueError: x", Report.parse({"import_error": None, "tests": []}))
+    assert R.memory_evidence("", from_obj({"import_error": "MemoryError", "tests": []}))
+    assert not R.memory_evidence("ValueError: x", from_obj({"import_error": None, "tests": []}))
 
 
 def test_report_parse_never_invents_a_pass():
-    assert Report.parse({"completed": True}) is None and Report.parse([1]) is None
-    rep = Report.parse({"completed": 1, "tests": [{"status": "pass"}, "pass", {"status": "PASS"},
-                                                  {"status": "fail", "error": 3}], "records": "x"})
+    for bad in ({"completed": True}, [1], {"completed": True, "tests": [], "records": "x"}):
+        rep = from_obj(bad)
+        assert rep.invalid and not rep.all_passed and rep.tests == [] and rep.records is None
+    rep = from_obj({"completed": 1, "tests": [{"status": "pass"}, "pass", {"status": "PASS"},
+                                             {"status": "fail", "error": 3}]})
     assert rep.completed is False and not rep.all_passed and rep.records is None
     assert [t.status for t in rep.tests] == ["pass", "error", "error", "fail"]
     assert rep.tests[3].error is None and rep.tests[1].error == "bad report entry"
-    assert Report.parse({"completed": True, "tests": [{"status": "pass"}]}).all_passed
-    assert Report.parse({"tests": [], "import_error": False}).import_error is None
+    assert from_obj({"completed": True, "tests": [{"status": "pass"}]}).all_passed
+    assert from_obj({"tests": [], "import_error": False}).import_error is None
 
 
 # ---------------------------------------------------------------- compare shim semantics

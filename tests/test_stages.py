@@ -1,6 +1,7 @@
 """Unit tests for prompts, assembly verdicts and scoring (no Docker, no network)."""
 from harness.run import candidate, prompts, score
-from harness.sandbox import Outcome, Report
+from harness.sandbox.boundary import from_obj
+from harness.sandbox import Outcome
 
 PROBLEM = {
     "problem_id": "900", "required_dependencies": "import numpy as np",
@@ -46,7 +47,7 @@ def test_prefill_modes_keep_or_truncate_classes():
 
 def _out(status="ok", report=None, stderr=""):
     return Outcome(status, 0 if status == "ok" else 1, 0.1, "", stderr, False, status == "timeout",
-                   status == "oom", "process", None, Report.parse(report))
+                   status == "oom", "process", None, from_obj(report))
 
 
 def test_verdicts():

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from harness.sandbox import codec
+from harness.sandbox import boundary, codec
 from harness.run.status import StepStatus
 from harness.sandbox import Job, Limits, Outcome, TestResult
 
@@ -54,6 +54,9 @@ def verdict(outcome: Outcome, n_tests: int) -> tuple[StepStatus, list[TestResult
 
 
 def error_summary(outcome: Outcome, tests: list[TestResult]) -> Optional[str]:
+    """The first reason the candidate did not pass (texts already bounded by the boundary)."""
+    if outcome.report and outcome.report.invalid:
+        return "report refused: " + outcome.report.invalid
     if outcome.report and outcome.report.import_error:
         return outcome.report.import_error
     for t in tests:
@@ -61,5 +64,5 @@ def error_summary(outcome: Outcome, tests: list[TestResult]) -> Optional[str]:
             return t.error
     if outcome.status != "ok":
         tail = (outcome.stderr or "").strip().splitlines()[-1:] or [outcome.status]
-        return tail[0][:500]
+        return boundary.text(tail[0], 500)
     return None

@@ -98,4 +98,5 @@ def grading_meta(run_: Any) -> dict:
                 "note": "verdicts decided inside the candidate's process; model code can forge them"}
     return {"mode": "strict", "version": grade.GRADING_VERSION,
             "verifier_versions": run_.verifier.versions if run_.verifier else {},
+            "verifier_restarts": run_.verifier.restarts if run_.verifier else 0,
             "tests": grade.counts(run_.splits)}

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import random
+import re
 import socket
 import ssl
 import time
@@ -186,6 +187,9 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     return max(0.0, dt.timestamp() - now)
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def _content_text(content: Any) -> str:
     if content is None:
         return ""
@@ -211,7 +215,8 @@ def _parse_completion(resp: httpx.Response) -> "tuple[str, Optional[dict], Optio
     message = choice.get("message")
     if not isinstance(message, dict):
         raise _Retryable(f"response choice has no message: {_one_line(json.dumps(choice), 200)}")
-    text = _content_text(message.get("content"))
+    # a lone surrogate (valid as a JSON escape) can be neither saved nor run: replaced
+    text = _SURROGATES.sub("\ufffd", _content_text(message.get("content")))
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
     finish = choice.get("finish_reason")
     return text, usage, (finish if isinstance(finish, str) else None)

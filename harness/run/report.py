@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Optional
 
+from harness.sandbox import boundary
 from harness.util.paths import write_text_atomic
 from harness.run import stats, usage
 from harness.run.score import Scores, stderr
@@ -60,13 +61,14 @@ def write_junit(path: Path, records: list[dict], name: str = "scicode") -> None:
         st = r["status"]
         if st == "pass":
             continue
-        msg = f"{st}: {r.get('error') or ''}"[:2000]
+        msg = boundary.text(f"{st}: {r.get('error') or ''}", 2000)   # XML holds no control characters
+        tail = boundary.tail(r.get("stderr_tail") or "")
         if st == "fail":
             failures += 1
-            ET.SubElement(tc, "failure", message=msg, type=st).text = r.get("stderr_tail") or ""
+            ET.SubElement(tc, "failure", message=msg, type=st).text = tail
         else:
             errors += 1
-            ET.SubElement(tc, "error", message=msg, type=st).text = r.get("stderr_tail") or ""
+            ET.SubElement(tc, "error", message=msg, type=st).text = tail
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
     path = Path(path)

@@ -162,9 +162,11 @@ class Store:
 
     def put(self, key: str, record: dict) -> None:
         """Append one entry (a later put of the same key supersedes it)."""
-        line = json.dumps({"key": key, "record": record}, ensure_ascii=False,
-                          separators=(",", ":"))
-        data = (line + "\n").encode("utf-8")
+        entry = {"key": key, "record": record}
+        try:
+            data = (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        except UnicodeEncodeError:   # a lone surrogate: escaped, so it reads back as it was
+            data = (json.dumps(entry, separators=(",", ":")) + "\n").encode("ascii")
         with self._lock:
             if self._fd is None:
                 raise ValueError(f"store {self.path} is closed")

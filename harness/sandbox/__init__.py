@@ -72,32 +72,19 @@ class TestResult:
 @dataclass
 class Report:
     """The in-sandbox runner's report (tests mode). Untrusted: model code shared its process,
-    so it can at worst fail a candidate (strict grading re-checks every "pass")."""
+    so it can at worst fail a candidate (strict grading re-checks every "pass"). Made only by
+    harness.sandbox.boundary (bounded, checked)."""
     completed: bool                     # the runner reached its end (no exit, no BaseException)
     import_error: Optional[str]         # the program failed before the tests
     tests: list[TestResult]             # one per test snippet, in order
     records: Optional[list] = None      # strict grading: per test, its codec-encoded values
     size: int = field(default=0, compare=False)   # bytes of the report line (its weight)
+    invalid: Optional[str] = None       # why the report was refused (harness.sandbox.boundary)
 
     @property
     def all_passed(self) -> bool:
         """What the runner's exit status says: completed, and no test failed or erred."""
         return self.completed and all(t.status == "pass" for t in self.tests)
-
-    @classmethod
-    def parse(cls, obj, size: int = 0) -> Optional["Report"]:
-        """From the decoded JSON line; None unless it has a list of tests. A malformed test
-        entry becomes an error, never a pass."""
-        if not isinstance(obj, dict) or not isinstance(obj.get("tests"), list):
-            return None
-        tests = [TestResult(t["status"], t.get("error") if isinstance(t.get("error"), str) else None)
-                 if isinstance(t, dict) and t.get("status") in TEST_STATUSES
-                 else TestResult("error", "bad report entry") for t in obj["tests"]]
-        err = obj.get("import_error")
-        records = obj.get("records")
-        return cls(completed=obj.get("completed") is True,
-                   import_error=str(err) if err else None, tests=tests,
-                   records=records if isinstance(records, list) else None, size=size)
 
 
 @dataclass
@@ -138,9 +125,10 @@ class Backend:
     def run(self, job: Job) -> Outcome:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def service(self, source: str, name: str):
+    def service(self, source: str, name: str, args: Optional[list[str]] = None):
         """A long-lived program (trusted code, e.g. the verifier) in this backend's pinned
-        environment, speaking lines over stdin/stdout (harness.sandbox.service)."""
+        environment, speaking lines over stdin/stdout (harness.sandbox.service); `args` follow
+        ``python3 -c source``."""
         raise NotImplementedError
 
     def jobs_left(self, n: int) -> None:

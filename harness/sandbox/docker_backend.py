@@ -231,9 +231,9 @@ class DockerBackend(Backend):
             with self._lock:
                 self._inflight -= 1
 
-    def service(self, source: str, name: str):
+    def service(self, source: str, name: str, args: Optional[list[str]] = None):
         from harness.sandbox.service import DockerService
-        return DockerService(self, source, name)
+        return DockerService(self, source, name, args)
 
     def start_service(self, argv: list[str], name: str) -> Slot:
         """A container like a sandbox's, running `argv` for the whole run (never model code)."""

@@ -251,11 +251,11 @@ class ProcessBackend(Backend):
         bindir = os.path.dirname(os.path.abspath(self.python))
         return dict(JOB_ENV, HOME=home, TMPDIR=home, PATH=f"{bindir}:/usr/bin:/bin")
 
-    def service(self, source: str, name: str):
+    def service(self, source: str, name: str, args: Optional[list[str]] = None):
         from harness.sandbox.service import ProcessService
         bindir = os.path.dirname(os.path.abspath(self.python))
         env = dict(JOB_ENV, PATH=f"{bindir}:/usr/bin:/bin")
-        return ProcessService([self.python, "-c", source], env, cwd=tempfile.gettempdir())
+        return ProcessService([self.python, "-c", source, *(args or [])], env, cwd=tempfile.gettempdir())
 
     # ---- running -----------------------------------------------------------------------
 

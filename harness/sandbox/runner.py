@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Optional
 
 from harness.sandbox import Report
+from harness.sandbox.boundary import REPORT_LIMIT, read_report
 
 _HERE = Path(__file__).resolve().parent
-REPORT_LIMIT = 256 << 20          # bytes: a report larger than this is dropped (job -> error)
 TRUNCATION_NOTE = "\n...[{n} bytes truncated]...\n"
 
 # ----------------------------------------------------------------------------------------
@@ -102,7 +102,8 @@ def payload_chunks(job, marker: str, size: int = 1 << 20):
 
 
 def parse_report(stdout: str, marker: str) -> Optional[Report]:
-    """The last report line in stdout, or None if absent or unreadable."""
+    """The last report line in stdout (bounded, checked: harness.sandbox.boundary), or None if
+    absent."""
     idx = stdout.rfind(marker)
     if idx < 0:
         return None
@@ -116,11 +117,10 @@ def strip_report(stdout: str, marker: str) -> str:
     return re.sub("\n?" + re.escape(marker) + "[^\n]*\n?", "", stdout)
 
 
-def _load_report(raw) -> Optional[Report]:
-    try:
-        return Report.parse(json.loads(raw), size=len(raw))
-    except (ValueError, UnicodeDecodeError, RecursionError):   # forged by model code: no report
-        return None
+def _load_report(raw) -> Report:
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    return read_report(raw)   # forged by model code: an invalid report, never an exception
 
 
 def parse_size(value) -> int:

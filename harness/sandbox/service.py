@@ -95,7 +95,7 @@ class ProcessService:
 class DockerService:
     """A hardened long-lived container from the backend's image, over the attach socket."""
 
-    def __init__(self, backend, source: str, name: str):
+    def __init__(self, backend, source: str, name: str, args: Optional[list[str]] = None):
         from harness.sandbox.docker_pool import Demux, Slot
         self.backend = backend
         self.lines = _Lines()
@@ -112,7 +112,7 @@ class DockerService:
                 pass
 
         self.demux = Demux(_Sink(self.lines), _Drop())
-        self.slot: Slot = backend.start_service(["python3", "-c", source], name)
+        self.slot: Slot = backend.start_service(["python3", "-c", source, *(args or [])], name)
         self.raw = self.slot.raw
 
     def send(self, data: bytes) -> None:

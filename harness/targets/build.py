@@ -189,6 +189,9 @@ def _interpret(plan: StepPlan, outcome) -> tuple[list[GoldResult], Optional[str]
     from harness.sandbox import codec
     n = len(plan.tests)
     rep = getattr(outcome, "report", None)
+    if rep is not None and rep.invalid:
+        msg = f"runner report refused: {rep.invalid}"
+        return [("fail", msg)] * n, msg
     if not rep:
         msg = f"no runner report (status {outcome.status}, exit {outcome.exit_code}"
         msg += ", timed out" if outcome.timed_out else ""

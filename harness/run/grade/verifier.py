@@ -3,7 +3,10 @@
 The backend starts it in its own pinned environment (``Backend.service``): a hardened
 container from the sandbox image, or a child process of the sandbox interpreter. Requests
 are serialised (a check takes milliseconds); a verifier that dies or does not answer in
-time is restarted once, and the candidate's tests become errors, never passes.
+time is restarted (counted in `restarts`) and tried once more, then the candidate's tests
+become errors, never passes; the next candidate gets a fresh one. Its address space is
+capped (`memory`), so a comparison that would allocate too much errs that test instead.
+What it answers is bounded on the way back (harness.sandbox.boundary.verdicts).
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import logging
 import threading
 from typing import Callable, Optional
 from pathlib import Path
+
+from harness.sandbox import boundary
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +44,12 @@ class VerifierError(RuntimeError):
 
 
 class Verifier:
-    def __init__(self, backend):
+    def __init__(self, backend, memory: int = 0, check_seconds: Optional[float] = None):
         self.backend = backend
+        self.args = [f"--memory={memory}"] if memory else []   # its address space (0: no limit)
+        if check_seconds:   # one test's check (default: verifier_main.CHECK_SECONDS)
+            self.args.append(f"--check-seconds={check_seconds}")
+        self.restarts = 0          # times it was restarted after dying or not answering
         self._svc = None
         self._lock = threading.Lock()
         self._n = 0
@@ -52,7 +61,7 @@ class Verifier:
         self.start_error: Optional[BaseException] = None
 
     def _start(self) -> None:
-        self._svc = self.backend.service(VERIFIER_SOURCE, "verifier")
+        self._svc = self.backend.service(VERIFIER_SOURCE, "verifier", args=self.args)
         line = self._svc.readline(START_TIMEOUT)
         if not line:
             err = self._svc.stderr_tail() if hasattr(self._svc, "stderr_tail") else ""
@@ -125,21 +134,37 @@ class Verifier:
                     self._send(req)
                     del req
                     line = self._svc.readline(timeout)
+                except (ValueError, TypeError, RecursionError) as exc:   # values no channel carries
+                    self._stop()   # half a line may be sent: a fresh verifier for the next one
+                    self.restarts += 1
+                    return [{"status": "error", "error": f"not verified: value not sendable ({exc})"[:300]}
+                            for _ in checks]
                 except OSError as exc:
                     line, why = None, f"lost the verifier: {exc}"
                 else:
-                    why = "the verifier did not answer in time"
+                    why = "the verifier died or did not answer in time"
                 if line:
-                    reply = json.loads(line)
-                    if reply.get("id") == self._n and isinstance(reply.get("results"), list) \
-                            and len(reply["results"]) == len(checks):
-                        if reply.get("held"):
-                            self._held.add(targets_key)
-                        return reply["results"]
-                    why = f"bad verifier reply: {reply.get('error') or str(reply)[:200]}"
+                    results, why = self._reply(line, len(checks), targets_key)
+                    if results is not None:
+                        return results
                 log.warning("%s (attempt %d); restarting it", why, attempt)
                 self._stop()
+                self.restarts += 1
             return [{"status": "error", "error": f"not verified: {why}"} for _ in checks]
+
+    def _reply(self, line: bytes, n: int, targets_key: str) -> tuple[Optional[list], str]:
+        """(bounded results, or None and why) from the verifier's answer line."""
+        try:
+            reply = json.loads(line)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None, "unreadable verifier reply"
+        results = boundary.verdicts(reply.get("results"), n) if isinstance(reply, dict) else None
+        if results is None or reply.get("id") != self._n:
+            err = reply.get("error") if isinstance(reply, dict) else None
+            return None, f"bad verifier reply: {boundary.text(str(err or reply), 200)}"
+        if reply.get("held"):
+            self._held.add(targets_key)
+        return results, ""
 
     def _send(self, obj: dict, size: int = 1 << 20) -> None:
         """One JSON line, written in pieces of about `size` (large values are never held as

@@ -13,7 +13,10 @@ Protocol, one JSON object per line each way:
   out: {"id", "results": [{"status": "pass"|"fail"|"error", "error": str|null}]}
 
 Values from the sandbox are decoded as data only (no pickle, no sympify, numeric dtypes
-only); a value that cannot be decoded fails its test. np.allclose / np.array_equal (and
+only), after the codec's schema and bounds check; a value that cannot be decoded fails its
+test. `--memory=BYTES` caps the process's address space, so a comparison that would
+allocate too much raises MemoryError and errs that test, and each check has
+CHECK_SECONDS. np.allclose / np.array_equal (and
 the scicode comparators built on them) are strict: a comparison whose two sides hold a
 different number of elements fails instead of passing by broadcasting.
 """
@@ -22,6 +25,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import sys
 import types
 
@@ -29,7 +33,7 @@ import numpy as np
 
 _CODEC_SRC = globals().get("_CODEC_SRC")
 _CMP_SRC = globals().get("_CMP_SRC")
-_MAX_DEPTH = 64
+CHECK_SECONDS = 30      # one test's check; the host restarts a verifier stuck longer
 _HOLD_BUDGET = 1 << 30   # characters of encoded targets kept across requests
 
 
@@ -69,20 +73,10 @@ class Strict:
         return bool(np.array_equal(a1, a2, equal_nan=equal_nan))
 
 
-def _check_depth(o, depth=0):
-    if depth > _MAX_DEPTH:
-        raise ValueError("value nested too deeply")
-    if isinstance(o, dict):
-        for v in o.values():
-            _check_depth(v, depth + 1)
-    elif isinstance(o, list):
-        for v in o:
-            _check_depth(v, depth + 1)
-
-
 def _safe_decode(codec, o):
-    """Decode an untrusted value: numeric/str arrays only, sympy only as plain symbols."""
-    _check_depth(o)
+    """Decode an untrusted value: checked against the codec's schema and bounds first
+    (codec.checked), numeric/str arrays only, sympy only as plain symbols."""
+    o = codec.checked(o)
     for node in _walk(o):
         t = node.get("__t")
         if t == "nd" and np.dtype(node.get("dtype")).kind not in "biufc":
@@ -94,6 +88,28 @@ def _safe_decode(codec, o):
             if not isinstance(name, str) or not name.isidentifier():
                 raise ValueError("sympy value not accepted (only plain symbols)")
     return codec.decode(o, sympy_symbols_only=True)
+
+
+class CheckTimeout(BaseException):
+    """A check ran longer than CHECK_SECONDS (never caught by a test's `except Exception`)."""
+
+
+def _alarm(signum, frame):
+    raise CheckTimeout()
+
+
+def _options(argv):
+    """`--memory=BYTES`: the address space this process may use, so a comparison that
+    allocates too much fails with MemoryError instead of the process being killed;
+    `--check-seconds=S`: CHECK_SECONDS."""
+    global CHECK_SECONDS
+    import resource
+    for arg in argv:
+        if arg.startswith("--memory="):
+            n = int(arg.split("=", 1)[1])
+            resource.setrlimit(resource.RLIMIT_AS, (n, n))
+        elif arg.startswith("--check-seconds="):
+            CHECK_SECONDS = float(arg.split("=", 1)[1])
 
 
 def _walk(o):
@@ -165,6 +181,8 @@ class Verifier:
         target = values[t] if t is not None else None
         try:
             entries = [_safe_decode(self.codec, r) for r in (check.get("records") or [])]
+        except MemoryError:
+            return {"status": "fail", "error": "value from the sandbox not accepted: too large"}
         except Exception as exc:
             return {"status": "fail",
                     "error": "value from the sandbox not accepted: " + self.codec.describe(exc)}
@@ -185,9 +203,17 @@ class Verifier:
         try:
             code = compile(check["program"], "<test>", "exec", dont_inherit=True)
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                exec(code, ns)
+                signal.setitimer(signal.ITIMER_REAL, CHECK_SECONDS)
+                try:
+                    exec(code, ns)
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
         except AssertionError as exc:
             return {"status": "fail", "error": self.codec.describe(exc)}
+        except MemoryError:
+            return {"status": "error", "error": "the comparison needs more memory than the verifier has"}
+        except CheckTimeout:
+            return {"status": "error", "error": "the comparison took over %g s" % CHECK_SECONDS}
         except Exception as exc:
             return {"status": "error", "error": self.codec.describe(exc)}
         if stream:
@@ -196,6 +222,8 @@ class Verifier:
 
 
 def main():
+    _options(sys.argv[1:])
+    signal.signal(signal.SIGALRM, _alarm)
     out = os.fdopen(os.dup(1), "w", buffering=1)
     sys.stdout = sys.stderr
     import scipy
@@ -212,7 +240,7 @@ def main():
             req.pop("targets", None)
             results = [v.check(req.get("deps") or "", c, targets) for c in req["checks"]]
             reply = {"id": req.get("id"), "results": results, "held": held}
-        except Exception as exc:   # a malformed request: say so, keep serving
+        except (Exception, CheckTimeout) as exc:   # a malformed request: say so, keep serving
             reply = {"id": None, "error": v.codec.describe(exc)}
         out.write(json.dumps(reply) + "\n")
 
