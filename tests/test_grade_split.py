@@ -290,11 +290,11 @@ def test_statement_split_still_refuses_model_code_on_target():
 
 def test_a_step_without_tests_passes_when_its_program_runs_to_the_end():
     from harness.run import grade
-    from harness.sandbox import Outcome, Report
+    from harness.sandbox import Outcome, boundary
 
     def out(status, report):
         return Outcome(status, 0 if status == "ok" else 1, 0.1, "", "", False, False, False,
-                       "process", None, Report.parse(report))
+                       "process", None, None if report is None else boundary.from_obj(report))
     never = lambda: pytest.fail("no targets are read for a step without tests")   # noqa: E731
     ran = {"completed": True, "import_error": None, "tests": [], "records": []}
     assert grade.grade(out("ok", ran), [], DEPS, never, None)[0] == "pass"
