@@ -242,13 +242,13 @@ class BwrapBackend(ProcessBackend):
         o.image = self.image   # the venv it ran in
         return o
 
-    def service(self, source: str, name: str):
+    def service(self, source: str, name: str, args: Optional[list[str]] = None):
         """The verifier in a sandbox of its own: no host files, no network, its own PID
         namespace (candidates cannot see it); targets reach it only over its stdin."""
         from harness.sandbox.service import ProcessService
         fds = self._open_fds()
         try:
-            argv = self._command(self.limits, fds, [], [f"{ENV_MOUNT}/bin/python", "-c", source],
+            argv = self._command(self.limits, fds, [], [f"{ENV_MOUNT}/bin/python", "-c", source, *(args or [])],
                                  service=True)
             return ProcessService(argv, {"PATH": "/usr/bin:/bin"}, cwd="/", pass_fds=tuple(fds.values()))
         finally:
