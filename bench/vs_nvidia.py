@@ -263,7 +263,7 @@ def run_ours(cands: list[dict], workers: int, targets: Path, tag: str, backend: 
         job = candidate.build_job(cand, p, tg, limits)
         del tg
         o = queue.run(job, c["step_id"])
-        status, _ = candidate.verdict(o)
+        status, _ = candidate.verdict(o, len(step["test_cases"]))
         return (c["sample"], c["step_id"]), status, o.duration
 
     t0 = time.monotonic()

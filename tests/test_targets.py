@@ -582,12 +582,12 @@ def test_dev_targets_pass_gold_and_fail_wrong_answers(dev_problems, dev_build):
             for mode in ("gold", "wrong"):
                 code = prompts.extract_code(answer_for(index.by_id[sid], mode))
                 cand = candidate.Candidate(prob["problem_id"], sid, i, 0, code, list(chain))
-                cands.append((mode, sid, candidate.build_job(cand, prob, tg, limits)))
+                cands.append((mode, sid, candidate.build_job(cand, prob, tg, limits), len(step["test_cases"])))
             chain.append(prompts.extract_code(answer_for(index.by_id[sid], "gold")))
     with get_backend("docker", workers=2, limits=limits) as be:
         with ThreadPoolExecutor(2) as pool:
             outcomes = list(pool.map(lambda c: be.run(c[2]), cands))
-    verdicts = {(mode, sid): candidate.verdict(o)[0] for (mode, sid, _), o in zip(cands, outcomes)}
+    verdicts = {(mode, sid): candidate.verdict(o, n)[0] for (mode, sid, _, n), o in zip(cands, outcomes)}
     gold_bad = {sid: v for (m, sid), v in verdicts.items() if m == "gold" and v != "pass"}
     wrong_pass = [sid for (m, sid), v in verdicts.items() if m == "wrong" and v == "pass"]
     assert not gold_bad, gold_bad
