@@ -2,7 +2,7 @@
 
 `RemoteBackend.start` copies the sandbox package (stdlib only) and the locks to a directory
 anyone can read, makes the user `scicode-redteam` (useradd) when missing, and starts
-``setpriv --reuid=<user> /usr/bin/python3 bwrap_driver.py`` there: a real BwrapBackend whose
+``setpriv --reuid=<user> PYTHON bwrap_driver.py`` (the process venv, which has numpy) there: a real BwrapBackend whose
 harness is not root (bwrap maps the sandbox's 65534 to that user). Jobs and Outcomes cross
 its stdin/stdout as JSON lines; the tests call `run` as on any backend.
 """
@@ -25,6 +25,13 @@ def ensure_user() -> pwd.struct_passwd:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
                         USER], check=True)
         return pwd.getpwnam(USER)
+
+
+def _python() -> str:
+    """An interpreter the user can run that has numpy (the host side parses reports with the
+    codec): `make test`'s process venv, else the system python."""
+    venv = os.environ.get("SCICODE_PROCESS_PYTHON") or "/opt/scicode-procvenv/bin/python"
+    return venv if os.access(venv, os.X_OK) else "/usr/bin/python3"
 
 
 class RemoteBackend:
@@ -57,7 +64,7 @@ class RemoteBackend:
         shutil.copy(__file__, workdir / "bwrap_driver.py")
         subprocess.run(["chmod", "-R", "a+rX", str(workdir)], check=True)
         argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-                "/usr/bin/python3", str(workdir / "bwrap_driver.py"),
+                _python(), str(workdir / "bwrap_driver.py"),
                 json.dumps({"limits": limits.__dict__, "workers": workers})]
         env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PYTHONPATH": str(workdir),
                "SCICODE_REDTEAM_SECRET": os.environ.get("SCICODE_REDTEAM_SECRET", "")}
