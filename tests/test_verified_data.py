@@ -188,11 +188,14 @@ def test_official_pin():
                                "3dfa277b3cee817083a7079148b95f029c6b4293/scicode_verified/problems_test.jsonl",)
     assert p.manifest_urls[0].endswith("/3dfa277b3cee817083a7079148b95f029c6b4293/scicode_verified/manifest.json")
     assert p.h5_urls == ("https://github.com/flyingwagner/scicode-verified/releases/download/data/"
-                         "test_data_cleaned.h5",)
+                         "test_data_cleaned.h5",
+                         "https://huggingface.co/datasets/shhu2001/SciCode-Verified/resolve/"
+                         "eea11a866be6860725258702b39ef8651ed26abd/test_data_cleaned.h5")
     assert (p.problems_md5, p.h5_md5) == ("07c4cd521ea60a166c05737ddfa51ac0", "2b41a7df40ddc23ce651ec05b8ecb6f8")
     assert (p.problems_sha256, p.manifest_sha256, p.h5_sha256) == (
         "24e5e32a77c5504a7d79f7a28b705dfdd7175975cf417bed48caf68f1610ea1a",
-        "28a4663f1c911661c9895431a1f840fb7b3f7f7992cbef2120d14c379361045f", None)
+        "28a4663f1c911661c9895431a1f840fb7b3f7f7992cbef2120d14c379361045f",
+        "8fb6e575b7b6dda5e48b04dea338fc6af4fe185774b8f19221c96945df9b4142")
     assert (p.version, p.n_problems, p.unscored_steps) == ("v2", 64, ("13.6", "62.1", "76.3"))
     assert len(V.pin_id(p)) == 12 and V.pin_id(p) == V.pin_id(V.official_pin())
 

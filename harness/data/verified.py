@@ -30,10 +30,14 @@ PROBLEMS = "problems_test.jsonl"
 MANIFEST = "manifest.json"
 H5 = "test_data_cleaned.h5"
 H5_URL = f"https://github.com/{REPO}/releases/download/data/{H5}"
+# the same file on the authors' Hugging Face dataset, at a pinned revision (tried second)
+H5_HF_URL = ("https://huggingface.co/datasets/shhu2001/SciCode-Verified/resolve/"
+             f"eea11a866be6860725258702b39ef8651ed26abd/{H5}")
 PROBLEMS_MD5 = "07c4cd521ea60a166c05737ddfa51ac0"
 H5_MD5 = "2b41a7df40ddc23ce651ec05b8ecb6f8"
 PROBLEMS_SHA256 = "24e5e32a77c5504a7d79f7a28b705dfdd7175975cf417bed48caf68f1610ea1a"
 MANIFEST_SHA256 = "28a4663f1c911661c9895431a1f840fb7b3f7f7992cbef2120d14c379361045f"
+H5_SHA256 = "8fb6e575b7b6dda5e48b04dea338fc6af4fe185774b8f19221c96945df9b4142"   # 1,108,078,257 bytes
 PULL_HINT = "scicode-harness data pull --benchmark verified"
 SUBDIR = "scicode_verified"   # where a checkout of the repository keeps the small files
 
@@ -61,10 +65,11 @@ def official_pin() -> Pin:
     """The upstream repository at the pinned commit."""
     problems, manifest = (RAW.format(repo=REPO, commit=COMMIT, name=n) for n in (PROBLEMS, MANIFEST))
     # The two small files' sha256 were taken from the commit's text (their md5/content equal the
-    # manifest's). The h5 release asset was out of reach when this was pinned: md5 only.
+    # manifest's). The h5's sha256 is the one independent consumers of the same release pin beside
+    # its manifest md5 (neither host was reachable from where this was pinned); both must match.
     return Pin(commit=COMMIT, problems_urls=(problems,), manifest_urls=(manifest,),
-               h5_urls=(H5_URL,), problems_md5=PROBLEMS_MD5, h5_md5=H5_MD5, official=True,
-               problems_sha256=PROBLEMS_SHA256, manifest_sha256=MANIFEST_SHA256,
+               h5_urls=(H5_URL, H5_HF_URL), problems_md5=PROBLEMS_MD5, h5_md5=H5_MD5, official=True,
+               problems_sha256=PROBLEMS_SHA256, manifest_sha256=MANIFEST_SHA256, h5_sha256=H5_SHA256,
                source=f"github.com/{REPO}@{COMMIT[:12]} (dataset v2)")
 
 
