@@ -73,6 +73,58 @@ def test_syscall_numbers_match_libseccomp():
         assert table["nr"] == want[arch], arch
 
 
+def _bpf_run(prog: bytes, arch: int, nr: int, args=(0, 0)) -> int:
+    """What a classic-BPF seccomp program returns for one seccomp_data (the kernel's semantics
+    for the opcodes the filter uses): lets the aarch64 filter be checked on this x86_64 host."""
+    import struct
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *args, 0, 0, 0, 0)
+    ins = [struct.unpack("<HBBI", prog[i:i + 8]) for i in range(0, len(prog), 8)]
+    acc, pc = 0, 0
+    for _ in range(len(ins)):           # forward jumps only: at most one pass
+        code, jt, jf, k = ins[pc]
+        if code == 0x20:
+            acc, pc = struct.unpack_from("<I", data, k)[0], pc + 1
+        elif code == 0x06:
+            return k
+        elif code in (0x15, 0x35, 0x45):
+            hit = {0x15: acc == k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
+            pc += 1 + (jt if hit else jf)
+        else:
+            raise AssertionError(f"opcode {code:#x} not modelled")
+    raise AssertionError("the program ran off its end")
+
+
+@pytest.mark.parametrize("arch", list(seccomp.ARCHES))
+def test_each_shipped_filter_decides_as_documented(arch):
+    """Each shipped filter, run by a BPF interpreter: the denied calls get EPERM, clone only
+    with namespace flags, clone3 ENOSYS, sockets other than AF_UNIX EAFNOSUPPORT, TIOCSTI EPERM,
+    other calls pass, and another ABI (or x32) is killed."""
+    prog = seccomp.filter_path(arch).read_bytes()
+    a = seccomp.ARCHES[arch]
+    nr, audit = a["nr"], a["audit"]
+    allow, kill = 0x7FFF0000, 0x80000000
+    eperm, enosys, eafno = (0x50000 | e for e in (1, 38, 97))
+    for name in seccomp.DENIED:
+        assert _bpf_run(prog, audit, nr[name]) == eperm, name
+    assert _bpf_run(prog, audit, nr["clone"], (0x10000000 | 17, 0)) == eperm   # CLONE_NEWUSER
+    assert _bpf_run(prog, audit, nr["clone"], (0x20000000, 0)) == eperm         # CLONE_NEWPID
+    assert _bpf_run(prog, audit, nr["clone"], (0x01200011, 0)) == allow         # fork's flags
+    assert _bpf_run(prog, audit, nr["clone3"]) == enosys
+    assert _bpf_run(prog, audit, nr["socket"], (1, 0)) == allow                 # AF_UNIX
+    for family in (2, 10, 16, 17):                                              # INET, INET6, NETLINK, PACKET
+        assert _bpf_run(prog, audit, nr["socket"], (family, 0)) == eafno
+    assert _bpf_run(prog, audit, nr["ioctl"], (1, 0x5412)) == eperm             # TIOCSTI
+    assert _bpf_run(prog, audit, nr["ioctl"], (1, 0x5401)) == allow             # TCGETS
+    for other in range(0, 450):   # every other call number passes
+        if other not in nr.values():
+            assert _bpf_run(prog, audit, other) == allow, other
+    assert _bpf_run(prog, 0x40000003, 0) == kill                                # i386
+    other_arch = next(v["audit"] for k, v in seccomp.ARCHES.items() if k != arch)
+    assert _bpf_run(prog, other_arch, 0) == kill
+    if a["x32"]:
+        assert _bpf_run(prog, audit, 0x40000000 | 0) == kill
+
+
 def test_ptrace_on_its_init_is_eperm_not_a_hang(bwrap):
     o = run(bwrap, """
         import ctypes, errno, json, os, signal
