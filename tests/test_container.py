@@ -294,34 +294,19 @@ def test_launcher_style_dev_selftest_with_sibling_sandboxes(docker_client, harne
 # ---------------------------------------------------------------- nemo-evaluator-launcher
 
 LAUNCHER = "nemo-evaluator-launcher==0.2.6"   # pinned; its own venv (it wants other versions of some deps)
-LAUNCHER_CONFIG = """\
-defaults:
-  - execution: local
-  - deployment: none
-  - _self_
-execution:
-  output_dir: {results}
-  # the Docker socket for sibling sandboxes, the host's network for an endpoint on the host's
-  # loopback, and the dataset (here: dev targets regenerated from gold code)
-  extra_docker_args: "--network host -v /var/run/docker.sock:/var/run/docker.sock -v {dev_h5}:/data/dev.h5:ro"
-target:
-  api_endpoint:
-    url: {url}
-    model_id: scicode-reference-gold
-    api_key_name: MY_API_KEY
-evaluation:
-  nemo_evaluator_config:
-    config:
-      params:
-        parallelism: 4
-        extra:
-          split: dev
-          test_data: /data/dev.h5
-          sandbox: docker
-  tasks:
-    - name: scicode.scicode_background
-      container: scicode-harness:latest   # without it the launcher picks NVIDIA's own image
-"""
+# configs/launcher_local.yaml (also in container/README.md), with this test's paths and URL
+LAUNCHER_FILE = ROOT / "configs" / "launcher_local.yaml"
+LAUNCHER_EXAMPLE = {"/path/to/results": "{results}", "/path/to/dev.h5": "{dev_h5}",
+                    "http://127.0.0.1:8011/v1/chat/completions": "{url}"}
+
+
+def launcher_config() -> str:
+    text = "".join(line for line in LAUNCHER_FILE.read_text().splitlines(keepends=True)
+                   if not line.startswith("#"))
+    for example, field in LAUNCHER_EXAMPLE.items():
+        assert example in text, example
+        text = text.replace(example, field)
+    return text
 
 
 @pytest.fixture(scope="session")
@@ -340,8 +325,8 @@ def launcher_bin():
 
 def test_container_readme_gives_the_tested_launcher_config():
     text = (ROOT / "container" / "README.md").read_text()
-    assert LAUNCHER_CONFIG.format(results="/path/to/results", dev_h5="/path/to/dev.h5",
-                                  url="http://127.0.0.1:8011/v1/chat/completions") in text
+    assert launcher_config().format(results="/path/to/results", dev_h5="/path/to/dev.h5",
+                                    url="http://127.0.0.1:8011/v1/chat/completions") in text
     for needle in ("NEMO_EVALUATOR_TRUST_UNLISTED_TASKS=1", LAUNCHER, "status"):
         assert needle in text, needle
 
@@ -366,7 +351,7 @@ def test_launcher_local_executor_scores_gold_dev(launcher_bin, harness_image, sa
     url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
     results = tmp_path / "results"
     cfg = tmp_path / "launcher.yaml"
-    cfg.write_text(LAUNCHER_CONFIG.format(results=results, dev_h5=dev_h5, url=url))
+    cfg.write_text(launcher_config().format(results=results, dev_h5=dev_h5, url=url))
     env = dict(os.environ, HOME=str(tmp_path / "home"), MY_API_KEY="unused-by-the-reference",
                NEMO_EVALUATOR_TRUST_UNLISTED_TASKS="1", NEMO_EVALUATOR_TELEMETRY_LEVEL="0")
     nel = lambda *a, timeout=300: subprocess.run([str(launcher_bin), *a], capture_output=True,  # noqa: E731
