@@ -11,9 +11,8 @@ what it passes and nothing else.
 The run is made once per sandbox environment the candidates run in (`--sandbox-envs 2024`,
 then `2025`: numpy 2.4/scipy 1.17 in the sandbox, the verifier still on 2024); every attack
 must score in 2025 what it scores in 2024. A third run puts every attack under `--sandbox
-bwrap` (2024 environment) on a representative subset of dev (BWRAP_PROBLEMS: both steps an
-all-zero answer passes, the heavy problem 10, a one-step and a two-step problem), where each
-must score what it scores under Docker on those steps.
+bwrap` (2024 environment) on the whole dev split, where each must score what it scores under
+Docker.
 """
 import json
 import os
@@ -143,7 +142,6 @@ ATTACKS = {
 }
 NAMES = list(ATTACKS)
 SCORES: dict = {}   # env -> attack -> steps passed, to compare each env with 2024
-BWRAP_PROBLEMS = ("10", "78", "1", "19")
 RUNS = ["2024", "2025", "bwrap"]   # candidates' env under docker, and bwrap (2024 env)
 
 
@@ -169,7 +167,7 @@ def attack_run(request, tmp_path_factory, dev_problems, dev_targets, sandbox_ima
              "--with-background", "--n-samples", str(len(NAMES)), "--concurrent-requests", "8",
              "--eval-threads", "2", "--sandbox", "bwrap" if bwrap else "docker", "--sandbox-timeout", "120",
              "--output-dir", str(out), "--test-data", str(dev_targets), "--progress", "plain",
-             "--sandbox-envs", env, *(["--problem-ids", ",".join(BWRAP_PROBLEMS)] if bwrap else [])],
+             "--sandbox-envs", env],
             capture_output=True, text=True, timeout=1500,
             env=dict(os.environ, SCICODE_GEN_BACKOFF_BASE="0.05"))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -189,16 +187,15 @@ def test_attack_scores_nothing(attack_run, attack, request):
     sample = NAMES.index(attack)
     mine = [r for r in records if r["sample"] == sample]
     run = request.node.callspec.params["attack_run"]
-    assert len(mine) == (50 if run != "bwrap" else len([r for r in records if r["sample"] == 0]))
+    assert len(mine) == 50
     assert not [r for r in mine if r["status"] in ("gen_error", "infra")]   # every attack ran
     passed = {r["step_id"] for r in mine if r["status"] == "pass"}
     zero = {r["step_id"] for r in records if r["sample"] in (0, 1) and r["status"] == "pass"}
     assert zero <= ZERO_PASSES
     assert passed <= zero, f"{attack} passed {sorted(passed)}, an all-zero answer only {sorted(zero)}"
     SCORES.setdefault(run, {})[attack] = passed
-    steps = {r["step_id"] for r in mine}
-    docker = SCORES.get("2024", {}).get(attack)   # the Docker run on the same steps
-    assert docker is None or passed == docker & steps, f"{attack} under {run}: not as in docker 2024"
+    docker = SCORES.get("2024", {}).get(attack)
+    assert docker is None or passed == docker, f"{attack} under {run}: not as in docker 2024"
 
 
 @pytest.mark.docker
@@ -218,5 +215,4 @@ def test_results_name_the_grading(attack_run):
     assert g["mode"] == "strict"
     assert g["verifier_versions"]["numpy"].startswith("1.26")
     assert g["tests"]["unsupported"] == 0
-    if res["run"]["sandbox"] == "docker":   # the bwrap run grades a subset
-        assert g["tests"]["tests"] == 167
+    assert g["tests"]["tests"] == 167
