@@ -72,6 +72,18 @@ def dev_targets(sandbox_image):
     return path
 
 
+@pytest.fixture(scope="session")
+def gold_url():
+    """The gold reference endpoint for the dev split, on the host's loopback, for the session."""
+    import threading
+    from harness.reference import make_server
+    server = make_server("127.0.0.1", 0, mode="gold", split="dev")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture()
 def tmp_cache(tmp_path, monkeypatch):
     """An empty harness cache for tests that must not touch the user's."""

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -282,25 +281,18 @@ def test_without_proc_the_job_still_runs(bwrap):
 
 # ---------------------------------------------------------------- gold dev, as root
 
-def gold_dev(tmp_path, dev_targets, *extra, prefix=()):
-    from harness.reference import make_server
-    server = make_server("127.0.0.1", 0, mode="gold", split="dev")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def gold_dev(tmp_path, dev_targets, url, *extra):
     out = tmp_path / "out"
-    try:
-        p = subprocess.run([*prefix, str(BIN / "scicode_eval"), "--model", "gold", "--url",
-                            f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions",
-                            "--split", "dev", "--test-data", str(dev_targets), "--output-dir", str(out),
-                            "--quiet", *extra], capture_output=True, text=True, timeout=1200)
-    finally:
-        server.shutdown()
+    p = subprocess.run([str(BIN / "scicode_eval"), "--model", "gold", "--url", url, "--split", "dev",
+                        "--test-data", str(dev_targets), "--output-dir", str(out), "--quiet", *extra],
+                       capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     return json.loads(next((out / "scicode_results").glob("*.json")).read_text()), p
 
 
-def test_gold_dev_scores_1_under_bwrap(tmp_path, dev_targets):
+def test_gold_dev_scores_1_under_bwrap(tmp_path, dev_targets, gold_url):
     t0 = time.monotonic()
-    res, _ = gold_dev(tmp_path, dev_targets, "--sandbox", "bwrap")
+    res, _ = gold_dev(tmp_path, dev_targets, gold_url, "--sandbox", "bwrap")
     print(f"\ngold dev under bwrap as uid {os.geteuid()}: {time.monotonic() - t0:.1f}s")
     assert (res["steps_pass@1"], res["problems_pass@1"]) == (1.0, 1.0)
     assert res["run"]["sandbox"] == "bwrap"

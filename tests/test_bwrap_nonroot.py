@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -60,15 +59,6 @@ def user_install(tmp_path_factory):
     home.chmod(0o700)
     yield user, VENV / "bin", home
     shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def gold_url():
-    from harness.reference import make_server
-    server = make_server("127.0.0.1", 0, mode="gold", split="dev")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
-    server.shutdown()
 
 
 @pytest.mark.parametrize("mode", list(MODES))

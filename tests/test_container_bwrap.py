@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 
 import pytest
 
@@ -31,15 +30,6 @@ def image(docker_client):
     if repo:
         C.REPOSITORY, C.LATEST = repo, f"{repo}:latest"
     return C.build(progress=lambda _l: None, client=docker_client).image_id
-
-
-@pytest.fixture(scope="module")
-def gold_url():
-    from harness.reference import make_server
-    server = make_server("127.0.0.1", 0, mode="gold", split="dev")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
-    server.shutdown()
 
 
 def docker_run(image, dev_targets, url, security, prefix="", extra=""):
