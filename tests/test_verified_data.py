@@ -197,7 +197,7 @@ def test_official_pin():
         "28a4663f1c911661c9895431a1f840fb7b3f7f7992cbef2120d14c379361045f",
         "8fb6e575b7b6dda5e48b04dea338fc6af4fe185774b8f19221c96945df9b4142")
     assert (p.version, p.n_problems, p.unscored_steps) == ("v2", 64, ("13.6", "62.1", "76.3"))
-    assert len(V.pin_id(p)) == 12 and V.pin_id(p) == V.pin_id(V.official_pin())
+    assert V.pin_id(p) == "3ba7df6c297d" == V.pin_id(V.official_pin())   # names users' cache dirs
 
 
 def test_load_pin_and_its_errors(tmp_path, files):
@@ -243,6 +243,24 @@ def test_pull_over_http_then_quick_noop(tmp_cache, pin, server, files):
     assert len(server.requests) == n and msgs == [f"SciCode-Verified data already present and verified in {d}"]
     V.pull(pin, force=True, progress=None)   # force fetches again
     assert len(server.requests) == n + 3
+
+
+def test_a_pin_that_adds_the_h5_sha256_reuses_the_verified_h5(tmp_cache, pin, server, files):
+    import dataclasses
+    before = dataclasses.replace(pin, h5_sha256=None)   # pinned by md5 only, then its sha256 added
+    after = dataclasses.replace(pin, h5_sha256=sha256(files[V.H5]))
+    V.pull(before, progress=None)
+    assert V.cache_path(before) != V.cache_path(after)
+    n = len(server.requests)
+    msgs = []
+    V.pull(after, progress=msgs.append)
+    assert not [p for p, _ in server.requests[n:] if p.endswith(V.H5)], server.requests[n:]
+    assert (V.cache_path(after) / V.H5).read_bytes() == files[V.H5]
+    assert [ok for _, ok, _ in V.verify_report(after)] == [True, True, True]
+    assert any("copying" in m for m in msgs), msgs
+    bad = dataclasses.replace(pin, h5_sha256="0" * 64)   # a sha256 the old file does not have
+    with pytest.raises(V.DataError, match="sha256"):
+        V.pull(bad, progress=None)
 
 
 def test_loading_prefilled_describe(tmp_cache, pin):

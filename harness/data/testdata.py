@@ -128,6 +128,17 @@ def _stamp_ok(path: Path, expected: dict[str, str]) -> bool:
         return False
 
 
+def stamped_md5(path: Path) -> str | None:
+    """The md5 a still-valid stamp says `path` was verified against, if any."""
+    try:
+        key, sig = _stamp_path(path).read_text().strip().split(" ", 1)
+    except (OSError, ValueError):
+        return None
+    if sig != _sig(path):
+        return None
+    return dict(part.split(":", 1) for part in key.split(",") if ":" in part).get("md5")
+
+
 def verify_test_data(path: Path, expected_sha256: str | None = None, *, expected_md5: str | None = None,
                      fresh: bool = False, pull_hint: str = PULL_HINT) -> None:
     """Raise TestDataError unless path hashes to expected_sha256 and/or expected_md5 (neither:
