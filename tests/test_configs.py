@@ -66,7 +66,8 @@ def test_aa_scicode_is_nvidias_example(tmp_path):
 def test_ci_gate_compares_three_samples_with_a_baseline(tmp_path):
     c = settings("ci_gate.yaml", tmp_path)
     assert (c.n_samples, c.output.pass_k, str(c.output.baseline)) == (3, (1, 3), "results/baseline")
-    assert c.generation.temperature == 0.7 and c.output.junit_xml
+    assert c.generation.temperature == 0.7 and "top_p=0.95" in c.generation.extra_params
+    assert c.output.junit_xml and c.output.max_gen_errors == 5
 
 
 def test_reasoning_fits_a_small_window(tmp_path):
