@@ -80,6 +80,7 @@ def _bpf_run(prog: bytes, arch: int, nr: int, args=(0, 0)) -> int:
     ins = [struct.unpack("<HBBI", prog[i:i + 8]) for i in range(0, len(prog), 8)]
     acc, pc = 0, 0
     for _ in range(len(ins)):           # forward jumps only: at most one pass
+        assert pc < len(ins), "a jump past the end"
         code, jt, jf, k = ins[pc]
         if code == 0x20:
             acc, pc = struct.unpack_from("<I", data, k)[0], pc + 1
@@ -105,8 +106,8 @@ def test_each_shipped_filter_decides_as_documented(arch):
     eperm, enosys, eafno = (0x50000 | e for e in (1, 38, 97))
     for name in seccomp.DENIED:
         assert _bpf_run(prog, audit, nr[name]) == eperm, name
-    assert _bpf_run(prog, audit, nr["clone"], (0x10000000 | 17, 0)) == eperm   # CLONE_NEWUSER
-    assert _bpf_run(prog, audit, nr["clone"], (0x20000000, 0)) == eperm         # CLONE_NEWPID
+    for flag in (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000):
+        assert _bpf_run(prog, audit, nr["clone"], (flag | 17, 0)) == eperm, hex(flag)   # CLONE_NEW*
     assert _bpf_run(prog, audit, nr["clone"], (0x01200011, 0)) == allow         # fork's flags
     assert _bpf_run(prog, audit, nr["clone3"]) == enosys
     assert _bpf_run(prog, audit, nr["socket"], (1, 0)) == allow                 # AF_UNIX

@@ -20,6 +20,7 @@ import pytest
 
 from bwrap_driver import ensure_user
 
+pytestmark = pytest.mark.docker   # the dev targets are regenerated in the Docker sandbox
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path("/opt/scicode-harness-nonroot")
 MODES = {"user": [], "unshare": ["unshare", "-Urm"]}
@@ -41,8 +42,9 @@ def user_install(tmp_path_factory):
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
     stamp = VENV / f".deps-{digest}"
     src = tmp_path_factory.mktemp("nonroot-src")
-    shutil.copytree(ROOT, src / "tree", ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache", "bench"))
+    top = {".git", ".venv", "build", ".hypothesis", ".pytest_cache", "bench", "docs"}   # at the top only
+    shutil.copytree(ROOT, src / "tree", ignore=lambda d, names: [
+        n for n in names if (d == str(ROOT) and n in top) or n == "__pycache__" or n.endswith(".egg-info")])
     if not stamp.is_file():
         shutil.rmtree(VENV, ignore_errors=True)
         _run(["/usr/bin/python3", "-m", "venv", str(VENV)], timeout=300)
@@ -51,9 +53,20 @@ def user_install(tmp_path_factory):
     else:   # the deps are there: this tree's code only
         _run([str(VENV / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall",
               str(src / "tree")], timeout=300)
-    home = Path(tempfile.mkdtemp(prefix="scicode-nonroot-"))   # not under root's pytest dir (0700)
+    site = next(VENV.glob("lib/python3*/site-packages"))
+    for part in ("harness/build/image.py", "sandbox_image/requirements.lock", "sandbox_image/Dockerfile",
+                 "harness/sandbox/seccomp-x86_64.bpf", "core_evals/scicode/framework.yml"):
+        assert (site / part).is_file(), f"the installed package lacks {part}"
+    home = Path(tempfile.mkdtemp(prefix="scicode-nonroot-", dir="/tmp"))   # not root's pytest dir (0700)
+    from harness.sandbox.venvs import SYSTEM_ENVS, find_env, others_can_reach
     from harness.util.paths import cache_dir
     shutil.copytree(cache_dir() / "data", home / "cache" / "data")
+    built = find_env("2024")
+    assert built is not None, "make envs builds the sandbox environments"
+    envs = built.parents[1]
+    assert others_can_reach(envs), f"{envs} is out of the user's reach"
+    if envs != SYSTEM_ENVS:   # the user's own cache would have them where root's cache is readable
+        (home / "cache" / "envs").symlink_to(envs)
     os.chown(home, user.pw_uid, user.pw_gid)
     _run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(home)])
     home.chmod(0o700)
