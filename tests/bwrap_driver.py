@@ -2,7 +2,7 @@
 
 `RemoteBackend.start` copies the sandbox package (stdlib only) and the locks to a directory
 anyone can read, makes the user `scicode-redteam` (useradd) when missing, and starts
-``setpriv --reuid=<user> PYTHON bwrap_driver.py`` (the process venv, which has numpy) there: a real BwrapBackend whose
+``setpriv --reuid=<user> PYTHON bwrap_driver.py`` (the built 2024 environment, which has numpy) there: a real BwrapBackend whose
 harness is not root (bwrap maps the sandbox's 65534 to that user). Jobs and Outcomes cross
 its stdin/stdout as JSON lines; the tests call `run` as on any backend.
 """
@@ -29,9 +29,11 @@ def ensure_user() -> pwd.struct_passwd:
 
 def _python() -> str:
     """An interpreter the user can run that has numpy (the host side parses reports with the
-    codec): `make test`'s process venv, else the system python."""
-    venv = os.environ.get("SCICODE_PROCESS_PYTHON") or "/opt/scicode-procvenv/bin/python"
-    return venv if os.access(venv, os.X_OK) else "/usr/bin/python3"
+    codec): the built 2024 environment (`make test` names it), else the system python."""
+    from harness.sandbox.venvs import find_env
+    built = find_env()
+    venv = os.environ.get("SCICODE_PROCESS_PYTHON") or (str(built / "bin" / "python") if built else "")
+    return venv if venv and os.access(venv, os.X_OK) else "/usr/bin/python3"
 
 
 class RemoteBackend:
