@@ -242,6 +242,10 @@ def install(raise_on_term: bool = False) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 _previous[sig] = signal.getsignal(sig)
+                if sig == signal.SIGINT and raise_on_term and _previous[sig] == signal.SIG_IGN:
+                    # inherited from a shell's `cmd &` (no job control): a run still ends on
+                    # `kill -INT`, as its engine already does, instead of only half-stopping
+                    _previous[sig] = signal.default_int_handler
                 signal.signal(sig, _on_signal)
             except (ValueError, OSError):  # not allowed here (embedded interpreter)
                 pass
