@@ -120,22 +120,22 @@ def _write_stamp(path: Path, expected: dict[str, str]):
         pass
 
 
-def _stamp_ok(path: Path, expected: dict[str, str]) -> bool:
+def _stamped_key(path: Path) -> str | None:
+    """The key of `path`'s stamp while its size and mtime are unchanged, else None."""
     try:
         key, sig = _stamp_path(path).read_text().strip().split(" ", 1)
-        return key == _stamp_key(expected) and sig == _sig(path)
+        return key if sig == _sig(path) else None
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def _stamp_ok(path: Path, expected: dict[str, str]) -> bool:
+    return _stamped_key(path) == _stamp_key(expected)
 
 
 def stamped_md5(path: Path) -> str | None:
     """The md5 a still-valid stamp says `path` was verified against, if any."""
-    try:
-        key, sig = _stamp_path(path).read_text().strip().split(" ", 1)
-    except (OSError, ValueError):
-        return None
-    if sig != _sig(path):
-        return None
+    key = _stamped_key(path) or ""
     return dict(part.split(":", 1) for part in key.split(",") if ":" in part).get("md5")
 
 
