@@ -41,8 +41,4 @@ def point(name: str, hold=None) -> None:
         _done.add(name)
     with hold if hold is not None else nullcontext():
         print(f"scicode_eval: fault point {name}", file=sys.stderr, flush=True)
-        # in slices: a signal the kernel hands to another thread runs its Python handler only
-        # when the main thread next executes bytecode, which one long sleep would put off
-        end = time.monotonic() + secs
-        while (left := end - time.monotonic()) > 0:
-            time.sleep(min(left, 0.1))
+        time.sleep(secs)
