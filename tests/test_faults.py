@@ -10,6 +10,7 @@ code by a slow fake endpoint keeps each run to a few seconds.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -349,14 +350,17 @@ def small_tmpfs(tmp_path):
 
 
 def _fill(mnt: Path) -> Path:
+    """Write zeros until the filesystem is full. Unbuffered: a buffered file keeps the bytes
+    that did not fit and raises ENOSPC again on close (the cause of a flaky failure here)."""
     filler = mnt / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * (1 << 16))
-                f.flush()
-        except OSError:
-            pass
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        while True:
+            os.write(fd, b"\0" * (1 << 16))
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
     return filler
 
 
