@@ -53,7 +53,7 @@ run: setup
 test: setup
 	env24=$$($(SH) env path --env 2024) && env25=$$($(SH) env path --env 2025) && \
 	SCICODE_PROCESS_PYTHON=$$env24/bin/python SCICODE_PROCESS_PYTHON_2025=$$env25/bin/python \
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra --durations=40
 
 bench: setup
 	$(PY) bench/run_all.py
