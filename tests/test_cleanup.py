@@ -26,7 +26,7 @@ def test_sigint_ignored_by_the_parent_shell_still_interrupts():
     import sys
     code = ("import os, signal, time\n"
             "from harness.sandbox import cleanup\n"
-            "cleanup.install(raise_on_term=True)\n"
+            "cleanup.install(owns_signals=True)\n"
             "try:\n"
             "    os.kill(os.getpid(), signal.SIGINT)\n"
             "    time.sleep(5)\n"

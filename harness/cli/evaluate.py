@@ -237,7 +237,7 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     from harness.sandbox import cleanup
-    cleanup.install(raise_on_term=True)   # Ctrl-C -> 130, SIGTERM -> 143, from the first moment
+    cleanup.install(owns_signals=True)   # Ctrl-C -> 130, SIGTERM -> 143, from the first moment
     sys.unraisablehook = _unraisable
     try:
         args = parser().parse_args(argv)

@@ -202,7 +202,7 @@ def remove_run(client, run_id: str, wait: float = DAEMON_WAIT) -> list[str]:
 _lock = threading.RLock()
 _runs: dict[str, tuple] = {}    # run id -> (client factory, quiesce callback or None)
 _installed = False
-_raise_on_term = False
+_owns_signals = False
 _previous: dict[int, object] = {}
 
 
@@ -220,20 +220,21 @@ def register_run(run_id: str, client_factory: Callable[[], object],
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt (so every path that unwinds on
-    Ctrl-C unwinds on it too) when `install(raise_on_term=True)` asked for it."""
+    Ctrl-C unwinds on it too) when `install(owns_signals=True)` asked for it."""
 
     def __init__(self, signum: int = signal.SIGTERM):
         super().__init__(signum)
         self.signum = signum
 
 
-def install(raise_on_term: bool = False) -> None:
+def install(owns_signals: bool = False) -> None:
     """Signal handlers and the atexit hook, once per process (signals: main thread only).
-    raise_on_term: SIGTERM raises Terminated (exit 143 with a message, finished work kept)
-    instead of ending the process at once with the default action."""
-    global _installed, _raise_on_term
+    owns_signals (a command, not a library caller): SIGTERM raises Terminated (exit 143 with
+    a message, finished work kept) instead of the default action, and a SIGINT ignored by
+    the parent shell still interrupts."""
+    global _installed, _owns_signals
     with _lock:
-        _raise_on_term = _raise_on_term or raise_on_term
+        _owns_signals = _owns_signals or owns_signals
         if _installed:
             return
         _installed = True
@@ -242,7 +243,7 @@ def install(raise_on_term: bool = False) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 _previous[sig] = signal.getsignal(sig)
-                if sig == signal.SIGINT and raise_on_term and _previous[sig] == signal.SIG_IGN:
+                if sig == signal.SIGINT and owns_signals and _previous[sig] == signal.SIG_IGN:
                     # inherited from a shell's `cmd &` (no job control): a run still ends on
                     # `kill -INT`, as its engine already does, instead of only half-stopping
                     _previous[sig] = signal.default_int_handler
@@ -297,7 +298,7 @@ def raise_if_signalled() -> None:
     cannot propagate (a weakref callback, a __del__, e.g. inside an import), so the first
     raise from the handler may be lost; callers check here at safe points."""
     signum = signalled()
-    if signum == signal.SIGTERM and _raise_on_term:
+    if signum == signal.SIGTERM and _owns_signals:
         raise Terminated(signum)
     if signum is not None:
         raise KeyboardInterrupt
@@ -309,7 +310,7 @@ def _on_signal(signum, frame):
     _signalled.append(signum)
     _cleanup_all()
     prev = _previous.get(signum)
-    if signum == signal.SIGTERM and _raise_on_term and prev in (signal.SIG_DFL, None):
+    if signum == signal.SIGTERM and _owns_signals and prev in (signal.SIG_DFL, None):
         raise Terminated(signum)
     if callable(prev):
         prev(signum, frame)
