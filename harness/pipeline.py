@@ -379,15 +379,22 @@ class Engine:
     async def main(self) -> None:
         run = self.run
         chains = [self.chain(p, s) for s in range(run.config.n_samples) for p in run.problems]
+        loopless = False
         try:
             await asyncio.gather(verifier_up(run.verifier), *chains)
             while self.exec_tasks:  # chains append as they go; drain until none are pending
                 pending, self.exec_tasks = self.exec_tasks, []
                 await asyncio.gather(*pending)
+        except GeneratorExit:
+            # closed without its loop (a Ctrl-C cut asyncio.run's own shutdown short): nothing
+            # can be awaited now, and the process is ending, connections with it
+            loopless = True
+            raise
         finally:
-            for t in self.exec_tasks:
-                t.cancel()
-            await self.client.aclose()
+            if not loopless:
+                for t in self.exec_tasks:
+                    t.cancel()
+                await self.client.aclose()
 
 
 def run(config: RunConfig) -> int:

@@ -36,3 +36,45 @@ def test_sigint_ignored_by_the_parent_shell_still_interrupts():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        preexec_fn=lambda: __import__("signal").signal(2, __import__("signal").SIG_IGN))
     assert p.stdout.strip() == "interrupted", p.stdout + p.stderr
+
+
+def test_engine_closed_without_its_loop_awaits_nothing():
+    """A Ctrl-C can cut asyncio.run's own shutdown short, leaving the run's main coroutine to
+    be closed later by the garbage collector, with no loop: its cleanup must not await (an
+    httpx close there raised "not in async context" onto stderr as 'Exception ignored')."""
+    import asyncio
+    import threading
+    import types
+
+    import httpx
+
+    from harness.pipeline import Engine
+
+    class Client:
+        def __init__(self):
+            self.http = httpx.AsyncClient()
+            self.closed = False
+
+        async def aclose(self):
+            await self.http.aclose()
+            self.closed = True
+
+    never = types.SimpleNamespace(started=threading.Event(), start_error=None)
+    run = types.SimpleNamespace(problems=[], config=types.SimpleNamespace(n_samples=1), verifier=never)
+    engine = types.SimpleNamespace(run=run, exec_tasks=[], client=Client(), chain=None)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(Engine.main(engine))
+    loop.run_until_complete(asyncio.sleep(0.1))
+    loop.close()
+    task.get_coro().close()   # raised AsyncLibraryNotFoundError before
+    assert not engine.client.closed
+
+    # in its loop, the same coroutine does close the client
+    engine.client = Client()
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(Engine.main(engine))
+    loop.run_until_complete(asyncio.sleep(0.1))
+    task.cancel()
+    loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    loop.close()
+    assert engine.client.closed
