@@ -3,8 +3,8 @@ container may create namespaces, and falls back with one line where it may not.
 
 Gold dev (the reference endpoint on the host, `--network host`) must score 1.0/1.0 under bwrap
 inside `docker run --security-opt seccomp=unconfined --security-opt systempaths=unconfined`
-with no socket: as root, as a non-root user, and as a non-root user inside `unshare -Urm` (the
-user namespace enroot/pyxis put a job in). In a default `docker run` (Docker's seccomp profile
+with no socket: as root (the whole split), as a non-root user, and as a non-root user inside
+`unshare -Urm` (the user namespace enroot/pyxis put a job in; three problems each). In a default `docker run` (Docker's seccomp profile
 refuses namespaces) auto says in one line that it fell back to process isolation, and the
 results JSON records that candidates could read the targets file.
 """
@@ -19,8 +19,12 @@ from harness.build import container as C
 
 pytestmark = pytest.mark.docker
 UNCONFINED = ["--security-opt", "seccomp=unconfined", "--security-opt", "systempaths=unconfined"]
-MODES = {"root": ([], ""), "user": (["--user", "1000:1000"], ""),
-         "unshare": (["--user", "1000:1000"], "unshare -Urm ")}
+# mode: docker run flags, command prefix, scicode_eval flags. Root runs the whole dev split; the
+# non-root modes (whose whole-split runs are on the host, tests/test_bwrap_nonroot.py) run three
+# multi-step problems: what they add is the tier picked inside the container (CI time)
+SOME = "--problem-ids 19,78,47"
+MODES = {"root": ([], "", ""), "user": (["--user", "1000:1000"], "", SOME),
+         "unshare": (["--user", "1000:1000"], "unshare -Urm ", SOME)}
 SPLIT = "===RESULTS==="
 
 
@@ -47,8 +51,8 @@ def docker_run(image, dev_targets, url, security, prefix="", extra=""):
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_gold_dev_under_bwrap_without_a_socket(image, dev_targets, gold_url, mode):
-    flags, prefix = MODES[mode]
-    res, err = docker_run(image, dev_targets, gold_url, UNCONFINED + flags, prefix)
+    flags, prefix, extra = MODES[mode]
+    res, err = docker_run(image, dev_targets, gold_url, UNCONFINED + flags, prefix, extra)
     run = res["run"]
     print(f"\n{mode}: {run['sandbox_isolation']} {run['seconds']}s")
     assert (res["steps_pass@1"], res["problems_pass@1"]) == (1.0, 1.0)
