@@ -18,6 +18,7 @@ from harness.run.config import Generation, GradingMode, RunConfig
 from harness.run.finish import EXIT_FAIL_UNDER, EXIT_GEN_ERRORS, finish  # noqa: F401 (re-exported)
 from harness.run.grade.reader import ReaderClosed, TargetReader
 from harness.run.grade.verifier import VERIFIER_SOURCE, Verifier, VerifierError
+from harness.run.loop import run_loop
 from harness.run.outputs import OutputError, output as _output, setup_logging as _setup_logging
 from harness.run.preflight import check_endpoint
 from harness.run.store import Store, make_key
@@ -406,7 +407,7 @@ def run(config: RunConfig) -> int:
         _setup_logging(log_dir, out.quiet)
     except OSError as e:
         raise UserError(f"cannot write the log directory {log_dir}: {e}") from None
-    asyncio.run(check_endpoint(run_.gen_cfg))
+    run_loop(check_endpoint(run_.gen_cfg))
     workers = config.sandbox.workers or os.cpu_count() or 1
     open_backends(run_, workers)
     try:
@@ -424,7 +425,7 @@ def run(config: RunConfig) -> int:
         raise UserError(f"cannot write the output directory {run_.out}: {e}") from None
     try:
         with progress:
-            asyncio.run(engine.main())
+            run_loop(engine.main())
     except Interrupted:
         raise KeyboardInterrupt from None   # the signal's own handling: exit 130, work kept
     except (InfraError, OutputError) as e:

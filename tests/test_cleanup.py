@@ -78,3 +78,60 @@ def test_engine_closed_without_its_loop_awaits_nothing():
     loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
     loop.close()
     assert engine.client.closed
+
+
+def _python(code: str, timeout: float = 60):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_a_signal_in_the_event_loop_cancels_at_an_await_and_raises_nowhere_else():
+    """Inside run_loop a Ctrl-C raises nothing at the line that runs (inside anyio's or
+    asyncio's bookkeeping that corrupted them: a cancel scope's RuntimeError, a run that
+    hung): the task is cancelled where it awaits, its cleanup can still await, and the
+    interrupt is raised once the loop is done."""
+    code = ("import asyncio, os, signal\n"
+            "from harness.sandbox import cleanup\n"
+            "from harness.run.loop import run_loop\n"
+            "cleanup.install(owns_signals=True)\n"
+            "seen = []\n"
+            "async def main():\n"
+            "    try:\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "        for _ in range(100000): pass   # the handler runs in here\n"
+            "        seen.append('ran on')\n"
+            "        await asyncio.sleep(30)\n"
+            "    except asyncio.CancelledError:\n"
+            "        seen.append('cancelled')\n"
+            "        await asyncio.sleep(0)\n"
+            "        seen.append('awaited')\n"
+            "        raise\n"
+            "try:\n"
+            "    run_loop(main())\n"
+            "except KeyboardInterrupt:\n"
+            "    print(seen, 'KeyboardInterrupt')\n")
+    p = _python(code)
+    assert p.stdout.strip() == "['ran on', 'cancelled', 'awaited'] KeyboardInterrupt", (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+
+
+def test_a_process_stuck_unwinding_a_signal_still_leaves_by_the_deadline():
+    """Whatever the unwinding does (a join that never returns, a lock held by a frozen
+    thread), the process ends EXIT_WITHIN s after the signal, with its message, exit 128+n."""
+    import time
+    code = ("import os, signal, sys, time\n"
+            "from harness.sandbox import cleanup\n"
+            "cleanup.EXIT_WITHIN = 1.0\n"
+            "cleanup.install(owns_signals=True, farewell=lambda n: print('bye', n, file=sys.stderr))\n"
+            "try:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(30)\n"
+            "finally:\n"
+            "    time.sleep(30)   # stuck\n")
+    t0 = time.monotonic()
+    p = _python(code)
+    assert p.returncode == 143, (p.returncode, p.stderr)
+    assert p.stderr.strip() == "bye 15", p.stderr
+    assert time.monotonic() - t0 < 20

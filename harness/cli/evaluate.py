@@ -5,6 +5,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping, get_args
@@ -237,7 +238,8 @@ def run_config(args: argparse.Namespace, env: Mapping[str, str] | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     from harness.sandbox import cleanup
-    cleanup.install(owns_signals=True)   # Ctrl-C -> 130, SIGTERM -> 143, from the first moment
+    # Ctrl-C -> 130, SIGTERM -> 143, from the first moment, and within cleanup.EXIT_WITHIN s
+    cleanup.install(owns_signals=True, farewell=_farewell)
     sys.unraisablehook = _unraisable
     try:
         args = parser().parse_args(argv)
@@ -246,15 +248,32 @@ def main(argv: list[str] | None = None) -> int:
         try:
             code = run(run_config(args))
         except HarnessError as e:
+            if cleanup.signalled():
+                raise
             print(f"scicode_eval: error: {e}", file=sys.stderr)
             code = 2
         cleanup.raise_if_signalled()   # a signal whose KeyboardInterrupt Python dropped
-    except KeyboardInterrupt as e:   # also cleanup.Terminated (SIGTERM)
-        signum = getattr(e, "signum", None) or cleanup.signalled() or signal.SIGINT
-        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-        print(f"scicode_eval: {what}; finished work is kept, rerun to resume", file=sys.stderr)
-        _leave(128 + int(signum))
+    except BaseException as e:   # KeyboardInterrupt, cleanup.Terminated (SIGTERM), or what a signal broke
+        signum = getattr(e, "signum", None) or cleanup.signalled()
+        if signum is None and not isinstance(e, KeyboardInterrupt):
+            raise
+        _farewell(int(signum or signal.SIGINT))
+        _leave(128 + int(signum or signal.SIGINT))
     _leave(code)
+
+
+_said = threading.Lock()
+
+
+def _farewell(signum: int) -> None:
+    """The interrupt message, once (the main thread and the exit deadline may both get here)."""
+    if not _said.acquire(blocking=False):
+        return
+    what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    try:
+        print(f"scicode_eval: {what}; finished work is kept, rerun to resume", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _unraisable(info) -> None:

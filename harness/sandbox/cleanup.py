@@ -25,7 +25,9 @@ import os
 import signal
 import socket
 import threading
-from typing import Callable, Iterable, Optional
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Optional
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,6 @@ def _remove(client, ids: Iterable[str]) -> list[str]:
                for cid in ids]
     for t in threads:
         t.start()
-    import time
     end = time.monotonic() + REMOVE_WAIT
     for t in threads:
         t.join(max(end - time.monotonic(), 0))
@@ -182,7 +183,6 @@ def remove_run(client, run_id: str, wait: float = DAEMON_WAIT) -> list[str]:
     """Remove every container of this run (any state). A daemon that does not answer (it
     may be restarting) is asked again for up to `wait` seconds; after that the containers
     stay for the next run's sweep, which removes containers whose owner is gone."""
-    import time
     end = time.monotonic() + wait
     while True:
         try:
@@ -204,6 +204,9 @@ _runs: dict[str, tuple] = {}    # run id -> (client factory, quiesce callback or
 _installed = False
 _owns_signals = False
 _previous: dict[int, object] = {}
+_cancels: list[Callable[[], None]] = []   # innermost last: what a signal does inside an event loop
+_farewell: Optional[Callable[[int], None]] = None
+EXIT_WITHIN = 8.0   # seconds from a signal to the exit, whatever the process was doing
 
 
 def register_run(run_id: str, client_factory: Callable[[], object],
@@ -227,14 +230,16 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def install(owns_signals: bool = False) -> None:
+def install(owns_signals: bool = False, farewell: Optional[Callable[[int], None]] = None) -> None:
     """Signal handlers and the atexit hook, once per process (signals: main thread only).
     owns_signals (a command, not a library caller): SIGTERM raises Terminated (exit 143 with
-    a message, finished work kept) instead of the default action, and a SIGINT ignored by
-    the parent shell still interrupts."""
-    global _installed, _owns_signals
+    a message, finished work kept) instead of the default action, a SIGINT ignored by the
+    parent shell still interrupts, and the process leaves EXIT_WITHIN seconds after the
+    signal even if its unwinding is stuck (`farewell(signum)` is called first: the message)."""
+    global _installed, _owns_signals, _farewell
     with _lock:
         _owns_signals = _owns_signals or owns_signals
+        _farewell = farewell or _farewell
         if _installed:
             return
         _installed = True
@@ -304,13 +309,47 @@ def raise_if_signalled() -> None:
         raise KeyboardInterrupt
 
 
+@contextmanager
+def signals_cancel(cancel: Callable[[], None]) -> Iterator[None]:
+    """Inside, a SIGINT/SIGTERM that would raise calls `cancel` instead (it must only schedule
+    a cancellation, e.g. with loop.call_soon_threadsafe). An event loop needs this: an
+    exception raised at whatever line runs, inside asyncio's or anyio's own bookkeeping,
+    corrupts it and the run hangs; a cancelled task unwinds where it awaits."""
+    with _lock:
+        _cancels.append(cancel)
+    try:
+        if _signalled:   # came before: cancel at the first await
+            cancel()
+        yield
+    finally:
+        with _lock:
+            _cancels.remove(cancel)
+
+
+def _leave_by(deadline: float, signum: int) -> None:
+    time.sleep(max(deadline - time.monotonic(), 1.0))
+    try:
+        if _farewell is not None:
+            _farewell(signum)
+    finally:
+        os._exit(128 + signum)
+
+
 def _on_signal(signum, frame):
     if _signalled:   # a second Ctrl-C/SIGTERM: leave now (stored work is line-atomic)
         os._exit(128 + signum)
+    deadline = time.monotonic() + EXIT_WITHIN
     _signalled.append(signum)
     _cleanup_all()
     prev = _previous.get(signum)
-    if signum == signal.SIGTERM and _owns_signals and prev in (signal.SIG_DFL, None):
+    terminate = signum == signal.SIGTERM and _owns_signals and prev in (signal.SIG_DFL, None)
+    if _owns_signals and (terminate or callable(prev)):   # never hang: leave by the deadline
+        threading.Thread(target=_leave_by, args=(deadline, signum), name="exit-deadline",
+                         daemon=True).start()
+    if (terminate or callable(prev)) and _cancels:
+        _cancels[-1]()
+        return
+    if terminate:
         raise Terminated(signum)
     if callable(prev):
         prev(signum, frame)
