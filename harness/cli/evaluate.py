@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C -> 130, SIGTERM -> 143, from the first moment, and within cleanup.EXIT_WITHIN s
     cleanup.install(owns_signals=True, farewell=_farewell)
     sys.unraisablehook = _unraisable
+    threading.excepthook = _thread_failed
     try:
         args = parser().parse_args(argv)
         from harness.errors import HarnessError
@@ -278,10 +279,20 @@ def _farewell(signum: int) -> None:
 
 def _unraisable(info) -> None:
     """An interrupt raised where Python cannot propagate it (a weakref callback during an
-    import, a __del__) is dropped: stay quiet, the run checks for the signal at safe points."""
-    if isinstance(info.exc_value, KeyboardInterrupt):
+    import, a __del__) is dropped: stay quiet, the run checks for the signal at safe points.
+    After a signal, what it broke on the way out is not news either."""
+    from harness.sandbox import cleanup
+    if isinstance(info.exc_value, KeyboardInterrupt) or cleanup.signalled():
         return
     sys.__unraisablehook__(info)
+
+
+def _thread_failed(args) -> None:
+    """A thread that fails after a signal (an import the interrupt cut short) stays quiet."""
+    from harness.sandbox import cleanup
+    if cleanup.signalled():
+        return
+    threading.__excepthook__(args)
 
 
 def _leave(code: int) -> None:
