@@ -303,6 +303,28 @@ def test_memory_bomb_is_oom(sandbox):
     assert not o.timed_out
 
 
+def test_memory_bomb_is_oom_when_docker_loses_the_report(docker_backend, monkeypatch):
+    """gVisor's shim under load can lose the OOM event, and Docker then says OOMKilled: false
+    for a container the kernel killed for memory (CI, once): the kernel's own count decides."""
+    api = docker_backend.client.api
+    real = api.inspect_container
+
+    def lost(cid, *a, **kw):
+        info = real(cid, *a, **kw)
+        info["State"]["OOMKilled"] = False
+        return info
+    monkeypatch.setattr(api, "inspect_container", lost)
+    o = run(docker_backend, """
+        blocks = []
+        while True:
+            blocks.append(b"\\x01" * (8 << 20))
+    """, timeout=20)
+    assert o.status == "oom" and o.oom_killed and o.exit_code == 137, o.to_dict()
+    # a SIGKILL that is not about memory stays an error
+    o = run(docker_backend, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", timeout=20)
+    assert o.status == "error" and not o.oom_killed, o.to_dict()
+
+
 def test_disk_fill_is_capped(sandbox):
     be = sandbox
     o = run(be, """

@@ -62,6 +62,18 @@ KILL_GRACE = 10.0          # seconds allowed for the daemon to report a finished
 READ_CHUNK = 1 << 16
 
 
+def host_oom_kills() -> Optional[int]:
+    """The host kernel's count of OOM kills (/proc/vmstat is not namespaced), or None."""
+    try:
+        with open("/proc/vmstat", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def _is_root_user(user: str) -> bool:
     name = (user or "").split(":", 1)[0]
     return name in ("", "0", "root")
@@ -313,6 +325,7 @@ class DockerBackend(Backend):
         deadline = t0 + float(lim.timeout)
         timed_out = False
         report = None
+        kills = host_oom_kills()
         try:
             raw.settimeout(max(deadline - time.monotonic(), 0.001))
             timed_out = self._send(slot, job, marker)
@@ -365,9 +378,14 @@ class DockerBackend(Backend):
             oom = True
         status = classify(exit_code, job.tests is not None, report, timed_out, oom)
         if status not in ("ok", "pass") and not timed_out and not oom and report is None \
-                and exit_code in (137, 143) and self._killed_outside(slot):
-            return self._infra(t0, f"the container was stopped from outside (exit {exit_code}: "
-                                   "docker kill/stop or a daemon shutdown), not by its program")
+                and exit_code in (137, 143):
+            if self._killed_outside(slot):
+                return self._infra(t0, f"the container was stopped from outside (exit {exit_code}: "
+                                       "docker kill/stop or a daemon shutdown), not by its program")
+            # Docker can lose the OOM report (gVisor's shim, under load): the kernel's own count
+            if exit_code == 137 and kills is not None and (host_oom_kills() or 0) > kills:
+                oom = True
+                status = classify(exit_code, job.tests is not None, report, timed_out, oom)
         return Outcome(status=status, exit_code=exit_code, duration=duration, stdout=stdout,
                        stderr=stderr, truncated=out.truncated or err.truncated,
                        timed_out=timed_out, oom_killed=oom, backend=self.name, image=self.image,
